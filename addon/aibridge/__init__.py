@@ -1,0 +1,1 @@
+"""AI Bridge: a mitmproxy addon that governs AI coding tools' traffic to LLM providers."""

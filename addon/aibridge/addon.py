@@ -1,0 +1,236 @@
+"""The mitmproxy hooks: a thin layer that asks the modules underneath what to do.
+
+Hook order for a provider request (lazy connection strategy): http_connect (who is calling) →
+tls_clienthello (decrypt provider hosts only) → requestheaders (route, early size check) →
+request (body, credential, headers, destination) → responseheaders (scrub the key, tap SSE) →
+response | error (summary, metadata, log line).
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from dataclasses import dataclass
+
+from mitmproxy import connection, ctx, exceptions, http, tls
+
+from aibridge import flowinfo
+from aibridge.actors import REALM, parse_proxy_authorization, token_digest
+from aibridge.config import ConfigError
+from aibridge.credential_policy import UpstreamCredential, resolve_credential
+from aibridge.intercept import (
+    OPENAI_ERR_TYPE_NOT_FOUND,
+    Actor,
+    CredentialInfo,
+    Interception,
+    ResponseError,
+    new_response_error,
+)
+from aibridge.providers import BRIDGED, UNKNOWN, Provider, RouteMatch
+from aibridge.providers.parsing import parse_request
+from aibridge.request_body import declared_too_large, parse_json_object, too_large
+from aibridge.settings import Settings
+from aibridge.tap import StreamTap
+from aibridge.upstream_request import rewrite_for_upstream
+
+logger = logging.getLogger("aibridge")
+
+
+@dataclass(frozen=True)
+class Caller:
+    actor: Actor
+    token: bytes | None  # SHA-256 of the proxy token, to tell it apart from a provider key
+
+
+@dataclass
+class FlowState:
+    provider: Provider
+    match: RouteMatch
+    caller: Caller
+    credential: UpstreamCredential | None = None
+    info: CredentialInfo | None = None
+    interception: Interception | None = None
+    tap: StreamTap | None = None
+
+
+class Bridge:
+    def __init__(self) -> None:
+        self.settings: Settings | None = None
+        self._callers: weakref.WeakKeyDictionary[connection.Client, Caller] = (
+            weakref.WeakKeyDictionary())
+        self._flows: weakref.WeakKeyDictionary[http.HTTPFlow, FlowState] = (
+            weakref.WeakKeyDictionary())
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def load(self, loader) -> None:
+        loader.add_option("bridge_config", str | None, None,
+                          "AI Bridge configuration file (TOML). Keys never go in options.")
+
+    def configure(self, updated: set[str]) -> None:
+        if "connection_strategy" in updated and ctx.options.connection_strategy != "lazy":
+            # Eager dials the real host at CONNECT time, before we can choose the upstream or
+            # answer offline; lazy lets the request hook decide first.
+            logger.info("aibridge: using connection_strategy=lazy")
+            ctx.options.connection_strategy = "lazy"
+        if "bridge_config" in updated:
+            try:
+                settings = Settings.load(ctx.options.bridge_config)
+            except ConfigError as e:
+                raise exceptions.OptionsError(f"aibridge: {e}") from None
+            self.settings = settings
+            for line in settings.describe():
+                logger.info(f"aibridge: {line}")
+
+    # -- who is calling, and what gets decrypted -----------------------------------------------
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        settings = self._settings()
+        token = parse_proxy_authorization(flow.request.headers.get("proxy-authorization"))
+        flow.request.headers.pop("proxy-authorization", None)
+        caller = self._authenticate(settings, token)
+        if caller is None:
+            logger.warning(f"aibridge: proxy authentication failed for CONNECT "
+                           f"{flow.request.host}:{flow.request.port} from "
+                           f"{flow.client_conn.peername[0]}")
+            flow.response = proxy_auth_required()
+            return
+        self._callers[flow.client_conn] = caller
+
+    def tls_clienthello(self, data: tls.ClientHelloData) -> None:
+        if self._settings().registry.for_host(data.client_hello.sni) is None:
+            data.ignore_connection = True
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        settings = self._settings()
+        provider = self._provider_of(flow)
+        caller = self._callers.get(flow.client_conn)
+        if caller is None:
+            # A plain-HTTP proxy request (no CONNECT): it authenticates on every request.
+            token = parse_proxy_authorization(flow.request.headers.get("proxy-authorization"))
+            caller = self._authenticate(settings, token)
+            if caller is None:
+                flow.response = proxy_auth_required()
+                return
+        flow.request.headers.pop("proxy-authorization", None)
+        if provider is None:
+            return
+        match = provider.match(flow.request.method, flow.request.path)
+        state = FlowState(provider, match, caller)
+        self._flows[flow] = state
+        flowinfo.start(flow, state.provider, state.match, caller.actor)
+        if match.kind == UNKNOWN:
+            self._reply(flow, state, new_response_error(
+                f"route not supported: {flow.request.method} {flow.request.path.split('?')[0]}",
+                OPENAI_ERR_TYPE_NOT_FOUND, "route_not_supported", 404))
+        elif declared_too_large(flow.request, settings.config.max_body_bytes):
+            self._reply(flow, state, too_large(settings.config.max_body_bytes))
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        state = self._flows.get(flow)
+        if state is None or flow.response is not None:
+            return
+        limit = self._settings().config.max_body_bytes
+        try:
+            if state.match.kind == BRIDGED:
+                body = parse_json_object(flow.request, limit)
+            elif len(flow.request.raw_content or b"") > limit:
+                raise too_large(limit)
+            credential = resolve_credential(state.provider, flow.request.headers,
+                                            state.caller.token)
+        except ResponseError as e:
+            self._reply(flow, state, e)
+            return
+        state.credential, state.info = credential, credential.info
+        if state.match.kind == BRIDGED:
+            assert state.match.route is not None
+            req = parse_request(state.match.route, body)
+            state.interception = Interception(
+                provider=state.provider.name, provider_type=state.provider.type,
+                route=flow.request.path.split("?", 1)[0], model=req.model,
+                streaming=req.streaming, actor=state.caller.actor, credential=credential.info,
+                correlating_tool_call_id=req.correlating_tool_call_id)
+        rewrite_for_upstream(flow.request, state.provider, credential, state.caller.actor)
+        flowinfo.sent(flow, credential.info, state.interception)
+
+    # -- responses -----------------------------------------------------------------------------
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        state = self._flows.get(flow)
+        if state is None or flow.response is None:
+            return
+        self._scrub(flow, state)
+        response = flow.response
+        if 200 <= response.status_code < 300 and is_event_stream(response):
+            if state.interception is not None:
+                assert state.match.route is not None
+                state.tap = StreamTap(state.match.route,
+                                      response.headers.get("content-encoding"))
+                response.stream = state.tap
+            else:
+                response.stream = True
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        state = self._flows.pop(flow, None)
+        if state is None:
+            return
+        self._scrub(flow, state)
+        flowinfo.finish(flow, state.interception, state.tap, state.match.route)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        state = self._flows.pop(flow, None)
+        if state is None:
+            return
+        self._scrub(flow, state)
+        flowinfo.finish(flow, state.interception, state.tap, state.match.route)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _settings(self) -> Settings:
+        if self.settings is None:  # configure() always runs first; this guards misuse
+            raise RuntimeError("aibridge is not configured")
+        return self.settings
+
+    def _authenticate(self, settings: Settings, token: str | None) -> Caller | None:
+        digest = token_digest(token) if token else None
+        if not settings.actors.requires_auth:
+            return Caller(settings.local_actor, digest)
+        actor = settings.actors.authenticate(token)
+        return Caller(actor, digest) if actor else None
+
+    def _provider_of(self, flow: http.HTTPFlow) -> Provider | None:
+        """Only TLS traffic whose SNI names a provider is ours: a plaintext request that merely
+        claims `Host: api.openai.com` never gets a key."""
+        client = flow.client_conn
+        if not client.tls_established or flow.request.scheme != "https":
+            return None
+        return self._settings().registry.for_host(client.sni)
+
+    def _reply(self, flow: http.HTTPFlow, state: FlowState, error: ResponseError) -> None:
+        flow.response = error.to_response(anthropic=state.provider.type == "anthropic")
+        flowinfo.rejected(flow, error)
+
+    def _scrub(self, flow: http.HTTPFlow, state: FlowState) -> None:
+        """Once the request is on the wire, keep only the masked hint in the flow, so saved
+        flows, HAR files and mitmweb never hold the key."""
+        cred = state.credential
+        if cred is None:
+            return
+        if cred.header in flow.request.headers:
+            masked = cred.info.hint
+            flow.request.headers[cred.header] = (
+                f"Bearer {masked}" if cred.value.startswith("Bearer ") else masked)
+        state.credential = None
+
+
+def is_event_stream(response: http.Response) -> bool:
+    return response.headers.get("content-type", "").lower().startswith("text/event-stream")
+
+
+def proxy_auth_required() -> http.Response:
+    return http.Response.make(
+        407, b"Proxy Authentication Required: set HTTPS_PROXY=http://<you>:<token>@host:port\n",
+        {"Proxy-Authenticate": f'Basic realm="{REALM}"', "Proxy-Connection": "close",
+         "Content-Type": "text/plain"})

@@ -1,0 +1,116 @@
+"""The bridge's TOML configuration (`--set bridge_config=FILE`), validated with pydantic.
+
+Built-in providers `openai` and `anthropic` always exist; a `[providers.NAME]` table overrides
+their fields or adds an OpenAI- or Anthropic-compatible provider. Relative paths are resolved
+against the config file's directory so the proxy can be started from anywhere.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PROVIDER_NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+MAX_BODY_BYTES = 32 << 20
+
+ProviderType = Literal["openai", "anthropic"]
+CredentialMode = Literal["centralized", "byok", "auto"]
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says what to fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProviderConfig(_Strict):
+    type: ProviderType | None = None
+    enabled: bool = True
+    hosts: list[str] | None = None
+    upstream: str | None = None
+    base_path: str | None = None
+    passthrough: list[str] | None = None
+    keys_env: str | None = None
+    keys_file: Path | None = None
+    credentials: CredentialMode | None = None
+    send_actor_headers: bool = True
+    workspace_id: str | None = None
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, hosts: list[str] | None) -> list[str] | None:
+        if hosts is None:
+            return None
+        cleaned = [h.strip().lower().rstrip(".") for h in hosts]
+        if not cleaned or any(not h or "/" in h or ":" in h for h in cleaned):
+            raise ValueError("hosts must be non-empty bare host names (no scheme, port or path)")
+        return cleaned
+
+    @field_validator("upstream")
+    @classmethod
+    def _upstream(cls, upstream: str | None) -> str | None:
+        if upstream is not None and not re.match(r"^https?://[^/\s]+", upstream):
+            raise ValueError("upstream must be an http:// or https:// URL")
+        return upstream
+
+    @field_validator("base_path")
+    @classmethod
+    def _base_path(cls, base_path: str | None) -> str | None:
+        if base_path is not None and not base_path.startswith("/"):
+            raise ValueError("base_path must start with '/'")
+        return base_path.rstrip("/") if base_path else base_path
+
+
+class AuthConfig(_Strict):
+    actors_file: Path | None = None
+
+
+class RecordingConfig(_Strict):
+    url: str | None = None
+
+
+class BridgeConfig(_Strict):
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    auth: AuthConfig = AuthConfig()
+    recording: RecordingConfig = RecordingConfig()
+    max_body_bytes: int = Field(default=MAX_BODY_BYTES, gt=0)
+
+    @model_validator(mode="after")
+    def _names(self) -> BridgeConfig:
+        for name, provider in self.providers.items():
+            if not PROVIDER_NAME.match(name):
+                raise ValueError(f"provider name {name!r} must match {PROVIDER_NAME.pattern}")
+            if provider.type is None and name not in ("openai", "anthropic"):
+                raise ValueError(f'provider {name!r} needs type = "openai" or "anthropic"')
+        return self
+
+
+def load_config(path: str | Path | None) -> tuple[BridgeConfig, Path]:
+    """Read and validate the TOML file; returns the config and the directory paths resolve from."""
+    if not path:
+        return BridgeConfig(), Path.cwd()
+    file = Path(path).expanduser().resolve()
+    try:
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"cannot read config {file}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config {file} is not valid TOML: {e}") from None
+    try:
+        return BridgeConfig.model_validate(raw), file.parent
+    except ValidationError as e:
+        raise ConfigError(f"config {file}: {_describe(e)}") from None
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for err in error.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        parts.append(f"{where}: {err['msg']}" if where else err["msg"])
+    return "; ".join(parts)

@@ -1,0 +1,80 @@
+"""Which credential a provider request carries upstream: a central key or the caller's own.
+
+Modes per provider:
+- `centralized`: always a key from the provider's pool; the caller's auth headers are dropped.
+- `byok`: always the caller's own key; a request without one is refused (401).
+- `auto`: the caller's own key when it sent one that is not its proxy token, else a central key.
+  People who use the central keys set their SDK's API key to their proxy token (or leave it
+  empty); anyone with a personal key or a subscription sign-in keeps using it.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+from mitmproxy.http import Headers
+
+from aibridge.actors import token_digest
+from aibridge.intercept import (
+    OPENAI_ERR_TYPE_AUTHENTICATION,
+    CredentialInfo,
+    CredentialKind,
+    ResponseError,
+    new_credential_info,
+    new_response_error,
+    response_error_from_key_pool,
+)
+from aibridge.keypool import Key, KeyPoolError
+from aibridge.providers import Provider
+
+
+@dataclass(frozen=True)
+class UpstreamCredential:
+    info: CredentialInfo
+    header: str  # upstream auth header name
+    value: str  # the header's full value; lives only until the request is on the wire
+    key: Key | None = None  # the pool key, for centralized credentials
+
+    def __repr__(self) -> str:
+        return f"UpstreamCredential({self.info!r}, header={self.header!r})"
+
+
+def resolve_credential(provider: Provider, client_headers: Headers,
+                       proxy_token: bytes | None) -> UpstreamCredential:
+    """Pick the credential; raises `ResponseError` when the request cannot be authorised.
+
+    `proxy_token` is the SHA-256 digest of the token the caller authenticated to the proxy with.
+    """
+    own = provider.family.client_credential(client_headers)
+    mode = provider.credentials
+    if mode == "auto" and own is not None and not _is_proxy_token(own[1], proxy_token):
+        mode = "byok"
+    if mode == "byok":
+        if own is None:
+            raise new_response_error(
+                f"no credential: provider {provider.name!r} needs your own API key "
+                f"(send it in the {provider.family.auth_header} header)",
+                OPENAI_ERR_TYPE_AUTHENTICATION, "missing_api_key", 401)
+        header, secret = own
+        value = f"Bearer {secret}" if header == "Authorization" else secret
+        return UpstreamCredential(new_credential_info(CredentialKind.BYOK, secret, header),
+                                  header, value)
+    if provider.pool is None:
+        raise new_response_error(
+            f"no credential: provider {provider.name!r} has no central keys and the request "
+            "carries no API key of its own", OPENAI_ERR_TYPE_AUTHENTICATION, "missing_api_key", 401)
+    try:
+        key = provider.pool.select()
+    except KeyPoolError as e:
+        error = response_error_from_key_pool(e)
+        assert isinstance(error, ResponseError)
+        raise error from None
+    header = provider.family.auth_header
+    return UpstreamCredential(
+        new_credential_info(CredentialKind.CENTRALIZED, key.secret, header),
+        header, provider.family.auth_value(key.secret), key)
+
+
+def _is_proxy_token(secret: str, proxy_token: bytes | None) -> bool:
+    return proxy_token is not None and hmac.compare_digest(token_digest(secret), proxy_token)

@@ -1,0 +1,104 @@
+"""What a flow tells its viewers: `flow.metadata["aibridge"]`, the comment and mark mitmweb
+shows, and one log line per interception. Only plain JSON values and masked hints go here:
+metadata is saved with the flow."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from mitmproxy import http
+
+from aibridge.intercept import Actor, CredentialInfo, Interception, ResponseError
+from aibridge.providers import Provider, RouteMatch
+from aibridge.providers.parsing import summarize_json
+from aibridge.summary import ResponseSummary
+from aibridge.tap import StreamTap
+
+logger = logging.getLogger("aibridge")
+KEY = "aibridge"
+CLIENT_GONE = ("Client disconnected", "client disconnected")
+
+
+def start(flow: http.HTTPFlow, provider: Provider, match: RouteMatch, actor: Actor) -> None:
+    flow.metadata[KEY] = {
+        "provider": provider.name,
+        "provider_type": provider.type,
+        "kind": match.kind,
+        "route": match.route,
+        "actor": {"id": actor.id, "metadata": dict(actor.metadata)},
+    }
+
+
+def sent(flow: http.HTTPFlow, credential: CredentialInfo,
+         interception: Interception | None) -> None:
+    meta = flow.metadata[KEY]
+    meta["credential"] = credential.to_dict()
+    if interception is not None:
+        meta["interception"] = interception.to_dict()
+
+
+def rejected(flow: http.HTTPFlow, error: ResponseError) -> None:
+    meta = flow.metadata.get(KEY, {})
+    meta.update(outcome="rejected", error={"status": error.status, "message": error.message})
+    flow.comment = f"aibridge rejected: {error.status} {error.message}"
+    flow.marked = ":no_entry:"
+    logger.info(f"aibridge: rejected {flow.request.method} {flow.request.path.split('?')[0]} "
+                f"from {meta.get('actor', {}).get('id', '?')}: {error.status} {error.message}")
+
+
+def finish(flow: http.HTTPFlow, interception: Interception | None, tap: StreamTap | None,
+           route: str | None) -> None:
+    meta = flow.metadata.get(KEY)
+    if meta is None or meta.get("outcome") == "rejected":
+        return
+    outcome, reason = _outcome(flow, tap)
+    meta["outcome"] = outcome
+    if reason:
+        meta["error"] = {"status": flow.response.status_code if flow.response else None,
+                         "message": reason}
+    if interception is None:
+        return
+    summary = _summary(flow, tap, route)
+    if summary is not None:
+        meta["usage"] = summary.to_dict()
+    actor = meta["actor"]["id"]
+    hint = interception.credential.hint
+    tokens = (f"in {summary.input_tokens} out {summary.output_tokens}"
+              if summary is not None else "no usage")
+    flow.comment = (f"{actor} → {interception.provider} {interception.model} · key {hint} · "
+                    f"{tokens} · {outcome}" + (f": {reason}" if reason else ""))
+    flow.marked = {"completed": "", "cancelled": ":grey_question:"}.get(outcome, ":x:")
+    status = flow.response.status_code if flow.response else "-"
+    logger.info(f"aibridge: {interception.id} actor={actor} provider={interception.provider} "
+                f"model={interception.model} stream={interception.streaming} status={status} "
+                f"credential={interception.credential.kind}:{hint} {tokens} outcome={outcome}"
+                + (f" reason={reason!r}" if reason else ""))
+
+
+def _outcome(flow: http.HTTPFlow, tap: StreamTap | None) -> tuple[str, str | None]:
+    if flow.error is not None:
+        if any(s in flow.error.msg for s in CLIENT_GONE):
+            return "cancelled", flow.error.msg
+        return "failed", flow.error.msg
+    response = flow.response
+    if response is None:
+        return "failed", "no response"
+    if response.status_code >= 400:
+        return "failed", f"upstream status {response.status_code}"
+    if tap is not None and tap.summary.error:
+        return "failed", tap.summary.error
+    return "completed", None
+
+
+def _summary(flow: http.HTTPFlow, tap: StreamTap | None,
+             route: str | None) -> ResponseSummary | None:
+    if tap is not None:
+        return tap.summary
+    response = flow.response
+    if route is None or response is None or not 200 <= response.status_code < 300:
+        return None
+    try:
+        return summarize_json(route, json.loads(response.get_content(strict=False) or b""))
+    except ValueError:
+        return None

@@ -1,0 +1,60 @@
+"""Which credential served an interception, described without the secret (reference §4.1, §4.3).
+
+Only the masked hint and the length are kept, so a `CredentialInfo` can go into logs, records,
+traces and mitmproxy flow metadata without leaking a key.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+# Hint of a pooled credential before a key was selected; fits the reference's VARCHAR(15) column.
+FAILOVER_KEY_HINT = "<failover key>"
+
+
+class CredentialKind(enum.StrEnum):
+    """Values match the reference database enum `credential_kind`."""
+
+    CENTRALIZED = "centralized"
+    BYOK = "byok"
+
+
+def mask_secret(secret: str) -> str:
+    """Reveal at most a few code points at each end: `sk-ant-api03-abcdefgh` ⇒ `sk-a...efgh`.
+
+    Longer secrets reveal more (4 from 20 code points, 2 from 10, 1 from 5, else none), and a secret
+    too short to hide anything between the revealed ends becomes `...`.
+    """
+    n = len(secret)
+    if n == 0:
+        return ""
+    reveal = 4 if n >= 20 else 2 if n >= 10 else 1 if n >= 5 else 0
+    if n <= 2 * reveal:
+        return "..."
+    return f"{secret[:reveal]}...{secret[n - reveal :]}"
+
+
+@dataclass(frozen=True)
+class CredentialInfo:
+    """Kind, masked hint and length of a credential; `auth_header` is "" for signed requests."""
+
+    kind: CredentialKind
+    hint: str
+    length: int
+    auth_header: str = ""
+
+    def to_dict(self) -> dict[str, str | int]:
+        return {
+            "kind": str(self.kind),
+            "hint": self.hint,
+            "length": self.length,
+            "auth_header": self.auth_header,
+        }
+
+
+def new_credential_info(
+    kind: CredentialKind | str, secret: str, auth_header: str = ""
+) -> CredentialInfo:
+    """Describe `secret` (masked here, then dropped); `kind` may be given as its string value."""
+    return CredentialInfo(CredentialKind(kind), mask_secret(secret), len(secret), auth_header)

@@ -1,0 +1,197 @@
+"""Bridge-made JSON errors that the official SDKs parse (reference §6.1, §6.2, §6.4).
+
+The envelope is the OpenAI one, `{"error": {"code", "message", "param", "type"}}` with JSON null
+for absent fields. On Anthropic routes a top-level `"type": "error"` is added: the result is exactly
+what the Anthropic SDK and Claude Code read, and still what the OpenAI SDK reads (it only looks at
+`error`). The type names below are shared by both providers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from anthropic import APIStatusError as AnthropicStatusError
+from mitmproxy import http
+from openai import APIStatusError as OpenAIStatusError
+from openai.types.shared import ErrorObject
+
+from ..keypool import KeyPoolError, PoolErrorKind
+
+OPENAI_ERR_TYPE_ERROR = "error"
+OPENAI_ERR_TYPE_API = "api_error"
+OPENAI_ERR_TYPE_RATE_LIMIT = "rate_limit_error"
+OPENAI_ERR_TYPE_INVALID_REQUEST = "invalid_request_error"
+OPENAI_ERR_TYPE_AUTHENTICATION = "authentication_error"
+OPENAI_ERR_TYPE_PERMISSION = "permission_error"
+OPENAI_ERR_TYPE_NOT_FOUND = "not_found_error"
+OPENAI_ERR_TYPE_OVERLOADED = "overloaded_error"
+ANTHROPIC_ERR_TYPE_REQUEST_TOO_LARGE = "request_too_large"
+OPENAI_ERR_CODE_SERVER = "server_error"
+OPENAI_ERR_CODE_RATE_LIMIT = "rate_limit_exceeded"
+
+_STATUS_TYPES = {
+    400: OPENAI_ERR_TYPE_INVALID_REQUEST,
+    401: OPENAI_ERR_TYPE_AUTHENTICATION,
+    403: OPENAI_ERR_TYPE_PERMISSION,
+    404: OPENAI_ERR_TYPE_NOT_FOUND,
+    413: OPENAI_ERR_TYPE_INVALID_REQUEST,
+    429: OPENAI_ERR_TYPE_RATE_LIMIT,
+    529: OPENAI_ERR_TYPE_OVERLOADED,
+}
+# The envelope keeps the fields both SDKs know; ErrorObject's newer extras are not ours to fill.
+_ENVELOPE_FIELDS = {"code", "message", "param", "type"}
+
+
+def status_error_type(status: int, *, anthropic: bool = False) -> str:
+    """The error type a provider uses for `status` when the upstream body names none."""
+    if anthropic and status == 413:
+        return ANTHROPIC_ERR_TYPE_REQUEST_TOO_LARGE
+    if status in _STATUS_TYPES:
+        return _STATUS_TYPES[status]
+    return OPENAI_ERR_TYPE_API if status >= 500 else OPENAI_ERR_TYPE_INVALID_REQUEST
+
+
+@dataclass(eq=False)  # identity equality and hashing, as for any other exception
+class ResponseError(Exception):
+    """An error answer for the client: envelope fields, HTTP status and back-off in seconds."""
+
+    message: str
+    type: str
+    code: str | None
+    param: str | None = None
+    status: int = 500
+    retry_after: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def body(self, *, anthropic: bool = False) -> dict[str, Any]:
+        # Built through the OpenAI SDK's own model so the shape cannot drift from what it parses.
+        error = ErrorObject(
+            message=self.message, type=self.type, code=self.code, param=self.param
+        ).model_dump(mode="json", include=_ENVELOPE_FIELDS)
+        if anthropic:
+            return {"type": "error", "error": error}
+        return {"error": error}
+
+    def to_response(
+        self,
+        *,
+        anthropic: bool = False,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+    ) -> http.Response:
+        """A JSON response; `Retry-After` is whole seconds rounded up, omitted unless positive.
+
+        `headers` are appended; one with the name of a default (`Content-Type`, `Retry-After`)
+        replaces that default instead of duplicating it.
+        """
+        extra = list((headers.items() if isinstance(headers, Mapping) else headers) or ())
+        out = http.Headers(fields=[(b"Content-Type", b"application/json")])
+        if math.isfinite(self.retry_after) and self.retry_after > 0:
+            out["Retry-After"] = str(math.ceil(self.retry_after))
+        for name in {name for name, _ in extra}:
+            out.pop(name, None)
+        for name, value in extra:
+            out.insert(len(out.fields), name, value)
+        content = json.dumps(self.body(anthropic=anthropic), separators=(",", ":")).encode()
+        return http.Response.make(self.status, content, out)
+
+
+def new_response_error(
+    msg: str, err_type: str, code: str | None, status: int, retry_after: float = 0.0
+) -> ResponseError:
+    return ResponseError(msg, err_type, code, status=status, retry_after=retry_after)
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    # Case-insensitive whatever the mapping type (httpx2, mitmproxy or a plain dict).
+    return next((v for k, v in headers.items() if k.lower() == name), None)
+
+
+def _positive_seconds(value: float) -> float:
+    return value if math.isfinite(value) and value > 0 else 0.0
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: datetime | None = None) -> float:
+    """Seconds to wait according to `retry-after-ms`, then `Retry-After`; 0.0 when none applies.
+
+    `Retry-After` may be seconds (fractions accepted) or an HTTP-date (reference §11.2).
+    """
+    if (ms := _header(headers, "retry-after-ms")) is not None:
+        try:
+            if delay := _positive_seconds(float(ms) / 1000):
+                return delay
+        except ValueError:
+            pass
+    value = _header(headers, "retry-after")
+    if value is None:
+        return 0.0
+    try:
+        return _positive_seconds(float(value))
+    except ValueError:
+        pass
+    try:
+        date = parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError):
+        return 0.0
+    if date.tzinfo is None:  # "-0000": UTC without a claim about the local zone
+        date = date.replace(tzinfo=UTC)
+    return _positive_seconds((date - (now or datetime.now(UTC))).total_seconds())
+
+
+def _error_object(body: object) -> Mapping[str, Any]:
+    """The inner error object, from the full envelope or the part the OpenAI SDK keeps."""
+    if not isinstance(body, Mapping):
+        return {}
+    inner = body.get("error")
+    return inner if isinstance(inner, Mapping) else body
+
+
+def _str_or_none(value: object) -> str | None:
+    return None if value is None or isinstance(value, Mapping | list) else str(value)
+
+
+def response_error_from_api_error(err: object) -> ResponseError | None:
+    """Carry an upstream status error to the client: status, error fields and back-off.
+
+    Accepts `openai.APIStatusError` and `anthropic.APIStatusError`; anything else is not an
+    upstream answer and yields None. A body without an error object (HTML from a CDN, plain text)
+    falls back to the SDK's message and the provider's type for the status.
+    """
+    if not isinstance(err, OpenAIStatusError | AnthropicStatusError):
+        return None
+    obj = _error_object(err.body)
+    status = err.status_code
+    return ResponseError(
+        message=_str_or_none(obj.get("message")) or err.message,
+        type=_str_or_none(obj.get("type"))
+        or status_error_type(status, anthropic=isinstance(err, AnthropicStatusError)),
+        code=_str_or_none(obj.get("code")),
+        param=_str_or_none(obj.get("param")),
+        status=status,
+        retry_after=parse_retry_after(err.response.headers),
+    )
+
+
+def response_error_from_key_pool(err: object) -> ResponseError | None:
+    """Exhausted pool (reference §5.5): rate-limited ⇒ 429 with the shortest cooldown, else 502."""
+    if not isinstance(err, KeyPoolError):
+        return None
+    if err.kind is PoolErrorKind.RATE_LIMITED:
+        return new_response_error(
+            err.message,
+            OPENAI_ERR_TYPE_RATE_LIMIT,
+            OPENAI_ERR_CODE_RATE_LIMIT,
+            429,
+            err.retry_after,
+        )
+    return new_response_error(err.message, OPENAI_ERR_TYPE_API, OPENAI_ERR_CODE_SERVER, 502)

@@ -1,0 +1,79 @@
+"""One bridged request ("interception") and the interface the hooks, recorder and tracer share.
+
+Go's `Setup(logger, recorder, mcp)` is not part of the protocol: in Python those are passed to
+whatever consumes an interception instead of being stored on it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from .actor import Actor
+from .credential import CredentialInfo
+
+
+@runtime_checkable
+class Interceptor(Protocol):
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def streaming(self) -> bool: ...
+
+    @property
+    def credential(self) -> CredentialInfo: ...
+
+    @property
+    def correlating_tool_call_id(self) -> str | None: ...
+
+    def trace_attributes(self) -> dict[str, str | int | bool]: ...
+
+
+@dataclass
+class Interception:
+    """The state of one interception. Mutable: `credential` changes as keys are tried."""
+
+    provider: str  # configured provider name
+    provider_type: str  # "openai" | "anthropic"
+    route: str  # e.g. "/v1/chat/completions"
+    model: str
+    streaming: bool
+    actor: Actor
+    credential: CredentialInfo
+    correlating_tool_call_id: str | None = None
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    started_at: float = field(default_factory=time.time)
+
+    def trace_attributes(self) -> dict[str, str | int | bool]:
+        """Span attributes; the credential appears only as kind and masked hint."""
+        return {
+            "interception_id": self.id,
+            "provider": self.provider,
+            "route": self.route,
+            "model": self.model,
+            "streaming": self.streaming,
+            "user_id": self.actor.id,
+            "credential_kind": str(self.credential.kind),
+            "credential_hint": self.credential.hint,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types only, so it can live in mitmproxy's `flow.metadata` and saved flows."""
+        return {
+            "id": self.id,
+            "provider": self.provider,
+            "provider_type": self.provider_type,
+            "route": self.route,
+            "model": self.model,
+            "streaming": self.streaming,
+            "actor": {"id": self.actor.id, "metadata": dict(self.actor.metadata)},
+            "credential": self.credential.to_dict(),
+            "correlating_tool_call_id": self.correlating_tool_call_id,
+            "started_at": self.started_at,
+        }

@@ -1,0 +1,146 @@
+"""The provider registry: which hosts are decrypted, where their traffic goes, with which keys."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from aibridge.config import BridgeConfig, ConfigError, ProviderConfig
+from aibridge.keypool import KeyPool
+from aibridge.providers.families import BUILTIN_HOSTS, FAMILIES, Family
+
+BRIDGED = "bridged"
+PASSTHROUGH = "passthrough"
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Upstream:
+    scheme: str
+    host: str
+    port: int
+    path: str  # base path prefix of the upstream URL, "" or "/something"
+
+    @classmethod
+    def parse(cls, url: str) -> Upstream:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"upstream {url!r} must be an http(s) URL with a host")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return cls(parts.scheme, parts.hostname, port, parts.path.rstrip("/"))
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}{self.path}"
+
+
+@dataclass(frozen=True)
+class RouteMatch:
+    kind: str  # BRIDGED, PASSTHROUGH or UNKNOWN
+    route: str | None = None  # "chat" | "responses" | "messages" for bridged routes
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    family: Family
+    hosts: tuple[str, ...]
+    upstream: Upstream
+    base_path: str
+    passthrough: tuple[str, ...]
+    credentials: str  # centralized | byok | auto
+    pool: KeyPool | None
+    send_actor_headers: bool
+    workspace_id: str | None
+
+    @property
+    def type(self) -> str:
+        return self.family.type
+
+    def match(self, method: str, path: str) -> RouteMatch:
+        """Classify a request path (query ignored) on this provider's host."""
+        bare = path.split("?", 1)[0]
+        if method == "POST" and bare.startswith(self.base_path):
+            route = self.family.bridged.get(bare[len(self.base_path):])
+            if route:
+                return RouteMatch(BRIDGED, route)
+        if any(bare.startswith(prefix) for prefix in self.passthrough):
+            return RouteMatch(PASSTHROUGH)
+        return RouteMatch(UNKNOWN)
+
+
+@dataclass(frozen=True)
+class ProviderRegistry:
+    providers: tuple[Provider, ...]
+    by_host: dict[str, Provider]
+
+    def for_host(self, host: str | None) -> Provider | None:
+        if not host:
+            return None
+        return self.by_host.get(host.lower().rstrip("."))
+
+
+def build_registry(config: BridgeConfig, base_dir: Path,
+                   environ: Mapping[str, str] | None = None) -> ProviderRegistry:
+    env = os.environ if environ is None else environ
+    merged = {name: ProviderConfig() for name in BUILTIN_HOSTS} | dict(config.providers)
+    providers: list[Provider] = []
+    by_host: dict[str, Provider] = {}
+    for name, pc in merged.items():
+        if not pc.enabled:
+            continue
+        provider = _build_provider(name, pc, base_dir, env)
+        for host in provider.hosts:
+            if host in by_host:
+                raise ConfigError(f"host {host!r} is claimed by providers "
+                                  f"{by_host[host].name!r} and {name!r}")
+            by_host[host] = provider
+        providers.append(provider)
+    return ProviderRegistry(tuple(providers), by_host)
+
+
+def _build_provider(name: str, pc: ProviderConfig, base_dir: Path,
+                    env: Mapping[str, str]) -> Provider:
+    family = FAMILIES[pc.type or name]
+    hosts = tuple(pc.hosts or BUILTIN_HOSTS.get(name, ()))
+    if not hosts:
+        raise ConfigError(f"provider {name!r} needs hosts = [...]")
+    upstream = Upstream.parse(pc.upstream or f"https://{hosts[0]}")
+    base_path = pc.base_path if pc.base_path is not None else family.base_path
+    if pc.passthrough is not None:
+        passthrough = tuple(pc.passthrough)
+    else:
+        passthrough = tuple(base_path + p for p in family.passthrough) + family.extra_passthrough
+    keys = _load_keys(name, pc, base_dir, env)
+    try:
+        pool = KeyPool(name, keys) if keys else None
+    except ValueError as e:  # duplicate keys
+        raise ConfigError(str(e)) from None
+    credentials = pc.credentials or ("centralized" if pool else "byok")
+    if credentials == "centralized" and pool is None:
+        raise ConfigError(f"provider {name!r}: credentials = \"centralized\" but no keys; set "
+                          f"{_keys_env(name, pc)} (comma-separated) or keys_file")
+    return Provider(name=name, family=family, hosts=hosts, upstream=upstream, base_path=base_path,
+                    passthrough=passthrough, credentials=credentials, pool=pool,
+                    send_actor_headers=pc.send_actor_headers, workspace_id=pc.workspace_id)
+
+
+def _keys_env(name: str, pc: ProviderConfig) -> str:
+    return pc.keys_env or f"AIBRIDGE_{name.upper().replace('-', '_')}_KEYS"
+
+
+def _load_keys(name: str, pc: ProviderConfig, base_dir: Path,
+               env: Mapping[str, str]) -> list[str]:
+    """Keys only ever come from the environment or a file, never from mitmproxy options."""
+    keys = [k.strip() for k in env.get(_keys_env(name, pc), "").split(",") if k.strip()]
+    if pc.keys_file:
+        path = pc.keys_file if pc.keys_file.is_absolute() else base_dir / pc.keys_file
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as e:
+            raise ConfigError(f"provider {name!r}: cannot read keys_file {path}: {e.strerror}") \
+                from None
+        keys += [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    return keys

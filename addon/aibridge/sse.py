@@ -1,0 +1,205 @@
+"""Incremental Server-Sent Events parsing and HTTP body decoding for the stream tap.
+
+mitmproxy hands a stream callable the body *after* chunked de-framing but *before*
+content-decoding, in arbitrary slices. `BodyDecoder` turns those slices into plain bytes
+incrementally and `SSEParser` turns plain bytes into events per the WHATWG EventSource
+rules, never holding more than one partial line (capped) between calls.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import brotli
+import zstandard
+
+DEFAULT_MAX_LINE = 16 * 1024 * 1024
+_BOM = b"\xef\xbb\xbf"
+
+
+@dataclass(frozen=True)
+class SSEEvent:
+    event: str | None  # None when the frame had no `event:` field (the spec's "message")
+    data: str
+    id: str | None = None  # the last event ID seen on the stream, as the spec tracks it
+
+
+class SSEParser:
+    """Feed bytes, get complete events back.
+
+    Lines are split on bytes (`\\r\\n`, `\\r` or `\\n`), so multibyte UTF-8 characters split
+    across chunks are only decoded once the whole line is present. A `\\r` ending one chunk
+    and a `\\n` starting the next count as one line break.
+    """
+
+    def __init__(self, max_line: int = DEFAULT_MAX_LINE) -> None:
+        self.max_line = max_line
+        self.overflowed = False  # a line exceeded max_line and was dropped
+        self._partial = bytearray()
+        self._discarding = False  # inside an over-long line: drop bytes until its end
+        self._skip_lf = False  # the previous chunk ended with `\r`
+        self._first_line = True
+        self._event: str | None = None
+        self._data: list[str] = []
+        self._last_id: str | None = None
+
+    def feed(self, data: bytes) -> list[SSEEvent]:
+        events: list[SSEEvent] = []
+        if not data:
+            return events
+        if self._skip_lf:
+            self._skip_lf = False
+            if data[0] == 0x0A:
+                data = data[1:]
+        # bytes.splitlines breaks on exactly \r\n, \r and \n (unlike str.splitlines).
+        for piece in data.splitlines(keepends=True):
+            last = piece[-1]
+            if last != 0x0A and last != 0x0D:
+                self._keep(piece)  # only the final piece can lack a terminator
+                break
+            cut = 2 if piece.endswith(b"\r\n") else 1
+            line = piece[:-cut]
+            if self._discarding:
+                self._discarding = False
+                continue
+            if self._partial:
+                self._partial += line
+                line = bytes(self._partial)
+                self._partial.clear()
+            self._line(line, events)
+        else:
+            # A trailing lone \r may be the first half of a \r\n split across chunks.
+            self._skip_lf = bool(data) and data[-1] == 0x0D
+        return events
+
+    def flush(self) -> list[SSEEvent]:
+        """End of stream: treat a pending partial line and event as terminated."""
+        events: list[SSEEvent] = []
+        if self._partial and not self._discarding:
+            self._line(bytes(self._partial), events)
+        self._partial.clear()
+        self._discarding = False
+        self._skip_lf = False
+        self._line(b"", events)
+        return events
+
+    def _keep(self, piece: bytes) -> None:
+        if self._discarding:
+            return
+        if len(self._partial) + len(piece) > self.max_line:
+            self._partial.clear()
+            self._discarding = True
+            self.overflowed = True
+            return
+        self._partial += piece
+
+    def _line(self, line: bytes, events: list[SSEEvent]) -> None:
+        if self._first_line:
+            self._first_line = False
+            if line.startswith(_BOM):
+                line = line[len(_BOM) :]
+        if not line:
+            if self._data:
+                events.append(SSEEvent(self._event, "\n".join(self._data), self._last_id))
+                self._data = []
+            self._event = None
+            return
+        if line[0] == 0x3A:  # ":" starts a comment (keep-alives)
+            return
+        field, colon, value = line.partition(b":")
+        if colon and value[:1] == b" ":
+            value = value[1:]
+        if field == b"data":
+            self._data.append(value.decode("utf-8", "replace"))
+        elif field == b"event":
+            self._event = value.decode("utf-8", "replace") or None
+        elif field == b"id" and b"\x00" not in value:
+            self._last_id = value.decode("utf-8", "replace")
+        # `retry` and unknown fields are irrelevant to a passive reader.
+
+
+_Decode = Callable[[bytes], bytes]
+_Flush = Callable[[], bytes]
+
+
+class BodyDecoder:
+    """Incremental Content-Encoding decoder; `identity`/empty passes bytes through.
+
+    A comma list (`gzip, br`) was applied left to right, so it is undone right to left.
+    Unknown encodings raise ValueError at construction.
+    """
+
+    def __init__(self, content_encoding: str | None) -> None:
+        names = [n.strip().lower() for n in (content_encoding or "").split(",")]
+        # Bound C methods where possible: this runs once per chunk.
+        self._stages = [_stage(n) for n in reversed(names) if n and n != "identity"]
+
+    def decode(self, chunk: bytes) -> bytes:
+        for decode, _ in self._stages:
+            chunk = decode(chunk)
+        return chunk
+
+    def flush(self) -> bytes:
+        """Whatever the decoders still hold at end of body."""
+        out = b""
+        for decode, flush in self._stages:
+            out = decode(out) + flush()
+        return out
+
+
+def _no_flush() -> bytes:
+    return b""
+
+
+def _stage(name: str) -> tuple[_Decode, _Flush]:
+    if name in ("gzip", "x-gzip"):
+        z = zlib.decompressobj(47)  # 32 + 15: auto-detect gzip or zlib header
+        return z.decompress, z.flush
+    if name == "deflate":
+        d = _Deflate()
+        return d.decode, d.flush
+    if name == "br":
+        return brotli.Decompressor().process, _no_flush
+    if name == "zstd":
+        # Servers may emit several frames; a plain decompressobj refuses the second one.
+        z = zstandard.ZstdDecompressor().decompressobj(read_across_frames=True)
+        return z.decompress, _no_flush
+    raise ValueError(f"unsupported content-encoding: {name!r}")
+
+
+class _Deflate:
+    """HTTP `deflate` should be zlib-wrapped, but some servers send raw deflate.
+
+    The input is kept until the zlib header has been accepted (first output), so a
+    header error can be replayed through a raw-deflate decoder even with 1-byte chunks.
+    """
+
+    def __init__(self) -> None:
+        self._z = zlib.decompressobj(47)
+        self._prefix: bytearray | None = bytearray()
+
+    def decode(self, chunk: bytes) -> bytes:
+        if self._prefix is None:
+            return self._z.decompress(chunk)
+        self._prefix += chunk
+        try:
+            out = self._z.decompress(chunk)
+        except zlib.error:
+            self._z = zlib.decompressobj(-15)
+            out = self._z.decompress(bytes(self._prefix))
+            self._prefix = None
+            return out
+        if out:
+            self._prefix = None
+        return out
+
+    def flush(self) -> bytes:
+        return self._z.flush()
+
+
+def decode_body(content: bytes, content_encoding: str | None) -> bytes:
+    """Decode a whole body (non-streaming responses)."""
+    decoder = BodyDecoder(content_encoding)
+    return decoder.decode(content) + decoder.flush()

@@ -1,0 +1,182 @@
+"""Start a real `mitmdump` with the bridge addon, and clients that go through it."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anthropic
+import openai
+
+ROOT = Path(__file__).resolve().parents[2]
+MITMDUMP = Path(sys.executable).with_name("mitmdump")
+LISTENING = re.compile(r"HTTP\(S\) proxy listening at 127\.0\.0\.1:(\d+)")
+
+OPENAI_KEY = "sk-central-openai-0123456789abcdef"
+ANTHROPIC_KEY = "sk-ant-central-0123456789abcdefgh"
+ALICE_TOKEN = "alice-proxy-token-1234"
+BOB_TOKEN = "bob-proxy-token-5678"
+
+ACTORS_TOML = f"""
+[[actors]]
+id = "alice"
+token = "{ALICE_TOKEN}"
+metadata = {{ Username = "alice", Team = "ml" }}
+
+[[actors]]
+id = "bob"
+token = "sha256:{__import__('hashlib').sha256(BOB_TOKEN.encode()).hexdigest()}"
+metadata = {{ Username = "bob" }}
+"""
+
+
+class BridgeProcess:
+    """One mitmdump process; its log is kept in a file so tests can grep it."""
+
+    def __init__(self, workdir: Path, config: str, *, env: dict[str, str] | None = None,
+                 args: list[str] | None = None, script: str | None = None,
+                 cwd: Path | None = None) -> None:
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path = workdir / "aibridge.toml"
+        self.config_path.write_text(config)
+        self.confdir = workdir / "certs"
+        self.log_path = workdir / "mitmdump.log"
+        self.flows_path = workdir / "flows.mitm"
+        self.env = {**os.environ, "AIBRIDGE_OPENAI_KEYS": OPENAI_KEY,
+                    "AIBRIDGE_ANTHROPIC_KEYS": ANTHROPIC_KEY, **(env or {})}
+        self.args = args or []
+        self.script = script or str(ROOT / "addon" / "bridge.py")
+        self.cwd = cwd or workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    @property
+    def ca(self) -> str:
+        return str(self.confdir / "mitmproxy-ca-cert.pem")
+
+    def start(self, timeout: float = 20) -> BridgeProcess:
+        cmd = [str(MITMDUMP), "-s", self.script, "--mode", "regular@127.0.0.1:0",
+               "--set", f"confdir={self.confdir}", "--set", f"bridge_config={self.config_path}",
+               "--set", f"save_stream_file={self.flows_path}", *self.args]
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                     env=self.env, cwd=self.cwd)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (m := LISTENING.search(self.log())):
+                self.port = int(m.group(1))
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mitmdump exited with {self.proc.returncode}:\n{self.log()}")
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"mitmdump did not start within {timeout}s:\n{self.log()}")
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+        return self.proc.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_for_log(self, pattern: str, timeout: float = 10) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (m := re.search(pattern, self.log())):
+                return m
+            time.sleep(0.05)
+        raise AssertionError(f"no log line matching {pattern!r} in:\n{self.log()[-4000:]}")
+
+    def proxy_url(self, token: str | None = ALICE_TOKEN, user: str = "dev") -> str:
+        creds = f"{user}:{token}@" if token else ""
+        return f"http://{creds}127.0.0.1:{self.port}"
+
+    def ssl_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.ca)
+
+    # -- clients -------------------------------------------------------------------------------
+
+    def openai(self, token: str | None = ALICE_TOKEN, api_key: str = "sk-user-placeholder",
+               **kw) -> openai.OpenAI:
+        http_client = openai.DefaultHttpxClient(proxy=self.proxy_url(token),
+                                                verify=self.ssl_context())
+        return openai.OpenAI(api_key=api_key, http_client=http_client,
+                             max_retries=kw.pop("max_retries", 0), **kw)
+
+    def async_openai(self, token: str | None = ALICE_TOKEN, api_key: str = "sk-user-placeholder",
+                     **kw) -> openai.AsyncOpenAI:
+        http_client = openai.DefaultAsyncHttpxClient(proxy=self.proxy_url(token),
+                                                     verify=self.ssl_context())
+        return openai.AsyncOpenAI(api_key=api_key, http_client=http_client,
+                                  max_retries=kw.pop("max_retries", 0), **kw)
+
+    def anthropic(self, token: str | None = ALICE_TOKEN, api_key: str | None = "placeholder",
+                  **kw) -> anthropic.Anthropic:
+        http_client = anthropic.DefaultHttpxClient(proxy=self.proxy_url(token),
+                                                   verify=self.ssl_context())
+        return anthropic.Anthropic(api_key=api_key, http_client=http_client,
+                                   max_retries=kw.pop("max_retries", 0), **kw)
+
+    def async_anthropic(self, token: str | None = ALICE_TOKEN, api_key: str | None = "placeholder",
+                        **kw) -> anthropic.AsyncAnthropic:
+        http_client = anthropic.DefaultAsyncHttpxClient(proxy=self.proxy_url(token),
+                                                        verify=self.ssl_context())
+        return anthropic.AsyncAnthropic(api_key=api_key, http_client=http_client,
+                                        max_retries=kw.pop("max_retries", 0), **kw)
+
+    def curl(self, *args: str, token: str | None = ALICE_TOKEN,
+             timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        cmd = ["curl", "-sS", "--max-time", str(int(timeout)), "--proxy",
+               f"http://127.0.0.1:{self.port}", "--cacert", self.ca]
+        if token:
+            cmd += ["--proxy-user", f"dev:{token}"]
+        return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout + 5)
+
+    def connect(self, host: str, port: int, token: str | None = ALICE_TOKEN
+                ) -> tuple[socket.socket, bytes]:
+        """A raw CONNECT; returns the socket and the proxy's response head."""
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        head = f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        if token:
+            basic = base64.b64encode(f"dev:{token}".encode()).decode()
+            head += f"Proxy-Authorization: Basic {basic}\r\n"
+        sock.sendall((head + "\r\n").encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        return sock, data
+
+
+def provider_config(upstream: str, *, extra: str = "", actors: bool = True) -> str:
+    auth = '[auth]\nactors_file = "actors.toml"\n' if actors else ""
+    return f"""
+[providers.openai]
+upstream = "{upstream}"
+
+[providers.anthropic]
+upstream = "{upstream}"
+credentials = "auto"
+
+{auth}
+{extra}
+"""

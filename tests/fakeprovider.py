@@ -1,0 +1,744 @@
+"""A scriptable fake LLM provider (OpenAI + Anthropic shapes) for end-to-end tests and benchmarks.
+
+The fake is the upstream of a real ``mitmdump`` running the AI Bridge addon. It speaks HTTP/1.1
+(plain or TLS) on 127.0.0.1 from an asyncio server that lives in its own daemon thread with its
+own event loop, so sync and async tests can drive it alike. Every request is recorded as a
+:class:`Seen`; replies are the realistic defaults of the real APIs unless a test scripts one with
+:meth:`FakeProvider.enqueue`.
+
+The HTTP handling is a small hand-written parser on asyncio streams rather than h11: the fake
+only needs request heads, Content-Length/chunked bodies and ``Expect: 100-continue``, and doing
+it directly keeps the per-request cost low for the benchmark.
+
+Usable from the project root as ``from tests.fakeprovider import FakeProvider`` and from scripts
+after inserting the project root into ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import http
+import json
+import logging
+import os
+import ssl
+import tempfile
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Self
+from urllib.parse import parse_qs
+
+import brotli
+import trustme
+import zstandard
+
+log = logging.getLogger(__name__)
+
+ENCODINGS = frozenset({"gzip", "br", "zstd", "deflate"})
+TEXT = "Hello from fake"
+# The streamed form of TEXT: three deltas, as the brief for the e2e tests expects.
+DELTAS = ("Hello", " from", " fake")
+# Upper bound for a request head; larger heads get 431 (mirrors common server limits).
+MAX_HEAD = 64 * 1024
+
+
+@dataclass
+class Seen:
+    """One request as the fake received it."""
+
+    method: str
+    path: str  # request target including the query string
+    headers: list[tuple[str, str]]  # wire order and spelling
+    body: bytes
+    conn: int = 0  # 1-based number of the connection it arrived on (keep-alive checks)
+
+    def header(self, name: str) -> str | None:
+        """First value of a header, case-insensitive; None when absent."""
+        lname = name.lower()
+        return next((v for k, v in self.headers if k.lower() == lname), None)
+
+    def header_all(self, name: str) -> list[str]:
+        """All values of a header in wire order, case-insensitive."""
+        lname = name.lower()
+        return [v for k, v in self.headers if k.lower() == lname]
+
+    def json(self) -> Any:
+        """The body parsed as JSON."""
+        return json.loads(self.body)
+
+
+@dataclass
+class Reply:
+    """A scripted reply.
+
+    ``events`` (SSE) wins over ``body``. ``gate`` only applies to SSE: the fake pauses after the
+    first event until the gate is set (or ``gate_timeout`` passes, which it records in
+    ``FakeProvider.gate_timed_out``). Framing headers (Content-Length, Transfer-Encoding) are
+    always computed by the fake; any other default header (Content-Type, request ids) is
+    replaced when ``headers`` names it.
+    """
+
+    status: int = 200
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes | str | dict | list | None = None  # dict/list => JSON
+    events: list[str | bytes] | None = None  # raw SSE event texts, one chunk each
+    gate: threading.Event | None = None
+    gate_timeout: float = 10.0
+    delay: float = 0.0  # seconds before the response headers
+    close_after_events: int | None = None  # abort the connection after this many events
+    never_respond: bool = False
+    encoding: str | None = None  # Content-Encoding to apply: gzip, br, zstd or deflate
+
+    def __post_init__(self) -> None:
+        # Fail in the test's thread, not later inside the server loop.
+        if self.encoding is not None and self.encoding not in ENCODINGS:
+            raise ValueError(f"unsupported encoding {self.encoding!r}; use one of {ENCODINGS}")
+
+
+class _BadRequest(Exception):
+    """A malformed request: answered with ``status`` and the connection closed."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def tls_context_for(hostnames: list[str]) -> tuple[ssl.SSLContext, str]:
+    """Create a trustme CA and a server certificate for ``hostnames`` (names or IPs).
+
+    Returns the server-side SSL context (ALPN pinned to http/1.1, as the fake speaks nothing
+    else) and the path of a temporary PEM file with the CA certificate, removed at exit.
+    """
+    ca = trustme.CA()
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(*hostnames).configure_cert(ctx)
+    ctx.set_alpn_protocols(["http/1.1"])
+    fd, path = tempfile.mkstemp(prefix="fakeprovider-ca-", suffix=".pem")
+    os.close(fd)
+    ca.cert_pem.write_to_path(path)
+    atexit.register(_unlink_quietly, path)
+    return ctx, path
+
+
+def _unlink_quietly(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _compressor(encoding: str) -> tuple[Callable[[bytes], bytes], Callable[[], bytes]]:
+    """(compress one piece and flush it, finish the stream) for a Content-Encoding.
+
+    Flushing after every piece makes each SSE event decodable by the client as it arrives.
+    """
+    if encoding in ("gzip", "deflate"):
+        # wbits 31 = gzip container; 15 = zlib container, which is what HTTP "deflate" means.
+        z = zlib.compressobj(wbits=31 if encoding == "gzip" else 15)
+        return (lambda data: z.compress(data) + z.flush(zlib.Z_SYNC_FLUSH)), z.flush
+    if encoding == "br":
+        b = brotli.Compressor()
+        return (lambda data: b.process(data) + b.flush()), b.finish
+    zc = zstandard.ZstdCompressor().compressobj()
+    return (lambda data: zc.compress(data) + zc.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)), zc.flush
+
+
+def _reason(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+def _sse(obj: dict[str, Any], event: str | None = None) -> str:
+    """One SSE frame: Anthropic/Responses style with an event line, chat style without."""
+    if event is None:
+        return f"data: {_dumps(obj)}\n\n"
+    return f"event: {event}\ndata: {_dumps(obj)}\n\n"
+
+
+# --- default replies ----------------------------------------------------------------------------
+# Each builder gets the request number (for ids), the parsed JSON body ({} if none) and the query
+# string, and returns a Reply that goes through the same sender as scripted replies.
+
+RouteBuilder = Callable[[int, dict[str, Any], str], Reply]
+
+
+def _chat(n: int, req: dict[str, Any], _query: str) -> Reply:
+    model = req.get("model") or "gpt-4o"
+    base = {
+        "id": f"chatcmpl-fake{n}",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": "fp_fake",
+        "service_tier": "default",
+    }
+    usage = {
+        "prompt_tokens": 11,
+        "completion_tokens": 7,
+        "total_tokens": 18,
+        "prompt_tokens_details": {"cached_tokens": 3},
+    }
+    if req.get("stream") is not True:
+        message = {"role": "assistant", "content": TEXT, "refusal": None, "annotations": []}
+        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
+        body = {**base, "object": "chat.completion", "choices": [choice], "usage": usage}
+        return Reply(body=body)
+
+    opts = req.get("stream_options")
+    include_usage = isinstance(opts, dict) and opts.get("include_usage") is True
+    chunk = {**base, "object": "chat.completion.chunk"}
+    if include_usage:
+        chunk["usage"] = None  # the real API puts "usage": null on every chunk in this mode
+
+    def choice(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        c = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return {**chunk, "choices": [c]}
+
+    events = [_sse(choice({"role": "assistant", "content": "", "refusal": None}))]
+    events += [_sse(choice({"content": d})) for d in DELTAS]
+    events.append(_sse(choice({}, "stop")))
+    if include_usage:
+        events.append(_sse({**chunk, "choices": [], "usage": usage}))
+    events.append("data: [DONE]\n\n")
+    return Reply(events=events)
+
+
+def _responses(n: int, req: dict[str, Any], _query: str) -> Reply:
+    msg_id = f"msg_fake{n}"
+    part = {"type": "output_text", "text": TEXT, "annotations": [], "logprobs": []}
+    item = {
+        "id": msg_id,
+        "type": "message",
+        "status": "completed",
+        "role": "assistant",
+        "content": [part],
+    }
+    done = {
+        "id": f"resp_fake{n}",
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": "completed",
+        "background": False,
+        "error": None,
+        "incomplete_details": None,
+        "instructions": req.get("instructions"),
+        "max_output_tokens": None,
+        "model": req.get("model") or "gpt-4o",
+        "output": [item],
+        "parallel_tool_calls": True,
+        "previous_response_id": req.get("previous_response_id"),
+        "reasoning": {"effort": None, "summary": None},
+        "service_tier": "default",
+        "store": True,
+        "temperature": 1.0,
+        "text": {"format": {"type": "text"}},
+        "tool_choice": "auto",
+        "tools": [],
+        "top_p": 1.0,
+        "truncation": "disabled",
+        "usage": {
+            "input_tokens": 11,
+            "input_tokens_details": {"cached_tokens": 3},
+            "output_tokens": 7,
+            "output_tokens_details": {"reasoning_tokens": 2},
+            "total_tokens": 18,
+        },
+        "user": None,
+        "metadata": {},
+    }
+    if req.get("stream") is not True:
+        return Reply(body=done)
+
+    pending = {**done, "status": "in_progress", "output": [], "usage": None}
+    at = {"item_id": msg_id, "output_index": 0, "content_index": 0}
+    payloads: list[dict[str, Any]] = [
+        {"type": "response.created", "response": pending},
+        {"type": "response.in_progress", "response": pending},
+        {
+            "type": "response.output_item.added",
+            "output_index": 0,
+            "item": {**item, "status": "in_progress", "content": []},
+        },
+        {"type": "response.content_part.added", **at, "part": {**part, "text": ""}},
+        *({"type": "response.output_text.delta", **at, "delta": d, "logprobs": []} for d in DELTAS),
+        {"type": "response.output_text.done", **at, "text": TEXT, "logprobs": []},
+        {"type": "response.content_part.done", **at, "part": part},
+        {"type": "response.output_item.done", "output_index": 0, "item": item},
+        {"type": "response.completed", "response": done},
+    ]
+    events = [_sse({**p, "sequence_number": i}, p["type"]) for i, p in enumerate(payloads)]
+    return Reply(events=events)
+
+
+def _messages(n: int, req: dict[str, Any], _query: str) -> Reply:
+    message = {
+        "id": f"msg_fake{n}",
+        "type": "message",
+        "role": "assistant",
+        "model": req.get("model") or "claude-sonnet-4-5",
+        "content": [{"type": "text", "text": TEXT}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": 11,
+            "output_tokens": 7,
+            "cache_read_input_tokens": 3,
+            "cache_creation_input_tokens": 2,
+        },
+    }
+    if req.get("stream") is not True:
+        return Reply(body=message)
+
+    start = {
+        **message,
+        "content": [],
+        "stop_reason": None,
+        "usage": {**message["usage"], "output_tokens": 1},
+    }
+    payloads: list[dict[str, Any]] = [
+        {"type": "message_start", "message": start},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {"type": "ping"},
+        *(
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": d}}
+            for d in DELTAS
+        ),
+        {"type": "content_block_stop", "index": 0},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            "usage": {"output_tokens": 7},
+        },
+        {"type": "message_stop"},
+    ]
+    return Reply(events=[_sse(p, p["type"]) for p in payloads])
+
+
+def _count_tokens(_n: int, _req: dict[str, Any], _query: str) -> Reply:
+    return Reply(body={"input_tokens": 11})
+
+
+def _models(_n: int, _req: dict[str, Any], _query: str) -> Reply:
+    # Fields of both the OpenAI and Anthropic model list shapes, so either SDK parses it.
+    created = 1_700_000_000
+    ids = [("gpt-4o", "openai"), ("claude-sonnet-4-5", "anthropic")]
+    data = [
+        {
+            "id": model_id,
+            "object": "model",
+            "created": created,
+            "owned_by": owner,
+            "type": "model",
+            "display_name": model_id,
+            "created_at": "2023-11-14T22:13:20Z",
+        }
+        for model_id, owner in ids
+    ]
+    return Reply(
+        body={
+            "object": "list",
+            "data": data,
+            "has_more": False,
+            "first_id": data[0]["id"],
+            "last_id": data[-1]["id"],
+        }
+    )
+
+
+@lru_cache(maxsize=64)
+def _bench_events(count: int, size: int) -> tuple[bytes, ...]:
+    """``count`` chat-style events of ``size`` bytes each (padded; never below the bare frame).
+
+    Built once per shape so a benchmark request costs little more than the writes.
+    """
+
+    def frame(i: int) -> bytes:
+        head = f'data: {{"i":{i},"p":"'
+        return (head + "x" * max(0, size - len(head) - 4) + '"}\n\n').encode()
+
+    return tuple(frame(i) for i in range(count))
+
+
+def _bench_sse(_n: int, _req: dict[str, Any], query: str) -> Reply:
+    params = parse_qs(query)
+    count = int(params.get("events", ["100"])[0])
+    size = int(params.get("size", ["100"])[0])
+    return Reply(events=list(_bench_events(count, size)))
+
+
+_BENCH_SMALL = b'{"ok":true,"bench":1}'
+
+
+def _bench_small(_n: int, _req: dict[str, Any], _query: str) -> Reply:
+    return Reply(body=_BENCH_SMALL)
+
+
+ROUTES: dict[tuple[str, str], RouteBuilder] = {
+    ("POST", "/v1/chat/completions"): _chat,
+    ("POST", "/v1/responses"): _responses,
+    ("POST", "/v1/messages"): _messages,
+    ("POST", "/v1/messages/count_tokens"): _count_tokens,
+    ("GET", "/v1/models"): _models,
+    ("GET", "/bench/sse"): _bench_sse,
+    ("POST", "/bench/sse"): _bench_sse,
+    ("GET", "/bench/small"): _bench_small,
+    ("POST", "/bench/small"): _bench_small,
+}
+
+
+def _not_found(path: str) -> Reply:
+    error = {"message": f"not found: {path}", "type": "not_found_error"}
+    return Reply(status=404, body={"error": error})
+
+
+# --- the server ---------------------------------------------------------------------------------
+
+
+class FakeProvider:
+    """The fake provider server. See the module docstring.
+
+    ``record=False`` keeps :attr:`requests` empty (long benchmarks would otherwise grow it
+    without bound); counters and scripted replies work either way.
+    """
+
+    def __init__(self, tls: ssl.SSLContext | None = None, *, record: bool = True) -> None:
+        self.tls = tls
+        self.record = record
+        self.port = 0
+        self.connections_opened = 0
+        self.gate_timed_out = False
+        self._lock = threading.Lock()
+        self._requests: list[Seen] = []
+        self._queue: list[tuple[str | None, Reply]] = []
+        self._count = 0  # request number, never reset, so ids stay unique for the fake's life
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.Server | None = None
+        self._conns: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        self._stopped = False
+
+    # -- lifecycle --
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    def start(self) -> Self:
+        """Start serving on a free port of 127.0.0.1; returns once the port is bound."""
+        if self._thread is not None:
+            raise RuntimeError("FakeProvider already started")
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._thread = threading.Thread(
+            target=self._run_loop, args=(loop,), name="fakeprovider", daemon=True
+        )
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._open(), loop).result(timeout=10)
+        return self
+
+    def stop(self) -> None:
+        """Close the listener and every connection, then end the thread. Idempotent."""
+        if self._loop is None or self._thread is None or self._stopped:
+            return
+        self._stopped = True
+        loop = self._loop
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self._close(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @staticmethod
+    def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    async def _open(self) -> None:
+        self._server = await asyncio.start_server(
+            self._handle, "127.0.0.1", 0, ssl=self.tls, limit=MAX_HEAD
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _close(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task, writer in list(self._conns.items()):
+            writer.transport.abort()
+            task.cancel()
+        await asyncio.gather(*self._conns, return_exceptions=True)
+        await self._server.wait_closed()
+
+    # -- test-facing state --
+
+    @property
+    def requests(self) -> list[Seen]:
+        """A snapshot of every request received so far, in arrival order."""
+        with self._lock:
+            return list(self._requests)
+
+    def clear(self) -> None:
+        """Forget seen requests, queued replies and a past gate timeout."""
+        with self._lock:
+            self._requests.clear()
+            self._queue.clear()
+            self.gate_timed_out = False
+
+    def enqueue(self, reply: Reply, path: str | None = None) -> None:
+        """Script the reply to the next request (FIFO), or the next one to ``path`` only.
+
+        ``path`` matches the request path without its query string, unless it has one itself.
+        """
+        with self._lock:
+            self._queue.append((path, reply))
+
+    def _take_reply(self, target: str) -> Reply | None:
+        path = target.partition("?")[0]
+        with self._lock:
+            for i, (want, reply) in enumerate(self._queue):
+                if want is None or want in (path, target):
+                    del self._queue[i]
+                    return reply
+        return None
+
+    # -- HTTP --
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._conns[task] = writer
+        self.connections_opened += 1
+        conn = self.connections_opened
+        try:
+            while await self._exchange(reader, writer, conn):
+                pass
+        except _BadRequest as e:
+            log.debug("fakeprovider: bad request on connection %d: %s", conn, e)
+            body = _dumps({"error": {"message": str(e), "type": "invalid_request_error"}})
+            head = (
+                f"HTTP/1.1 {e.status} {_reason(e.status)}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            )
+            with contextlib.suppress(ConnectionError):
+                writer.write(head.encode() + body.encode())
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError) as e:
+            log.debug("fakeprovider: connection %d ended: %r", conn, e)
+        except Exception:
+            log.exception("fakeprovider: unexpected error on connection %d", conn)
+        finally:
+            del self._conns[task]
+            writer.close()
+
+    async def _exchange(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: int
+    ) -> bool:
+        """Read one request and answer it; True when the connection may carry another."""
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError as e:
+            if e.partial.strip():
+                raise
+            return False  # clean close between requests
+        except asyncio.LimitOverrunError as e:
+            raise _BadRequest(431, "request head too large") from e
+        lines = head.lstrip(b"\r\n")[:-4].decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            raise _BadRequest(400, f"bad request line: {lines[0][:100]!r}")
+        method, target, version = parts
+        headers: list[tuple[str, str]] = []
+        length = 0
+        chunked = expect_continue = False
+        connection = ""
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if not sep:
+                raise _BadRequest(400, f"bad header line: {line[:100]!r}")
+            value = value.strip(" \t")
+            headers.append((name, value))
+            lname = name.lower()
+            if lname == "content-length":
+                try:
+                    length = int(value)
+                except ValueError as e:
+                    raise _BadRequest(400, "bad content-length") from e
+            elif lname == "transfer-encoding":
+                chunked = value.lower().endswith("chunked")
+            elif lname == "expect":
+                expect_continue = value.lower() == "100-continue"
+            elif lname == "connection":
+                connection = value.lower()
+        http10 = version == "HTTP/1.0"
+        keep_alive = "keep-alive" in connection if http10 else "close" not in connection
+
+        if expect_continue and (chunked or length):
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if chunked:
+            body = await self._read_chunked(reader)
+        elif length:
+            body = await reader.readexactly(length)
+        else:
+            body = b""
+
+        seen = Seen(method, target, headers, body, conn)
+        with self._lock:
+            self._count += 1
+            n = self._count
+            if self.record:
+                self._requests.append(seen)
+
+        reply = self._take_reply(target)
+        if reply is None:
+            path, _, query = target.partition("?")
+            builder = ROUTES.get((method, path))
+            reply = _not_found(path) if builder is None else builder(n, _json_object(body), query)
+        return await self._send(reply, n, reader, writer, keep_alive, http10)
+
+    @staticmethod
+    async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+        parts: list[bytes] = []
+        while True:
+            line = await reader.readline()
+            if not line.endswith(b"\n"):
+                raise asyncio.IncompleteReadError(line, None)
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError as e:
+                raise _BadRequest(400, "bad chunk size") from e
+            if size == 0:
+                break
+            parts.append(await reader.readexactly(size))
+            await reader.readexactly(2)  # CRLF after the chunk data
+        while True:  # trailers, ignored, up to the empty line
+            line = await reader.readline()
+            if not line.endswith(b"\n"):
+                raise asyncio.IncompleteReadError(line, None)
+            if line in (b"\r\n", b"\n"):
+                return b"".join(parts)
+
+    async def _send(
+        self,
+        reply: Reply,
+        n: int,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        keep_alive: bool,
+        http10: bool,
+    ) -> bool:
+        """Write ``reply``; True when the connection may carry another request."""
+        if reply.never_respond:
+            # Hold the socket until the client goes away (EOF) or stop() cancels us.
+            while await reader.read(65536):
+                pass
+            return False
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
+
+        streaming = reply.events is not None
+        # An HTTP/1.0 client cannot take chunked framing: the stream then ends with the close.
+        if streaming and http10:
+            keep_alive = False
+        own = {k.lower() for k, _ in reply.headers}
+        defaults = [("request-id", f"req_fake{n}"), ("x-request-id", f"req_fake{n}")]
+        defaults.append(("Content-Type", "text/event-stream" if streaming else "application/json"))
+        if streaming:
+            defaults.append(("Cache-Control", "no-cache"))
+        if reply.encoding:
+            defaults.append(("Content-Encoding", reply.encoding))
+        if not keep_alive:
+            defaults.append(("Connection", "close"))
+        elif http10:
+            defaults.append(("Connection", "keep-alive"))
+        headers = [(k, v) for k, v in defaults if k.lower() not in own] + reply.headers
+        status_line = f"HTTP/1.1 {reply.status} {_reason(reply.status)}\r\n"
+
+        if not streaming:
+            body = _body_bytes(reply.body)
+            if reply.encoding:
+                step, finish = _compressor(reply.encoding)
+                body = step(body) + finish()
+            if reply.status not in (204, 304):
+                headers.append(("Content-Length", str(len(body))))
+            head = status_line + "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n"
+            writer.write(head.encode("latin-1") + body)
+            await writer.drain()
+            return keep_alive
+
+        if not http10:
+            headers.append(("Transfer-Encoding", "chunked"))
+        head = status_line + "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n"
+        writer.write(head.encode("latin-1"))
+        await writer.drain()
+        if reply.close_after_events == 0:
+            writer.transport.abort()
+            return False
+        step = finish = None
+        if reply.encoding:
+            step, finish = _compressor(reply.encoding)
+        assert reply.events is not None
+        for i, event in enumerate(reply.events, 1):
+            data = event.encode() if isinstance(event, str) else event
+            if step is not None:
+                data = step(data)
+            writer.write(data if http10 else b"%x\r\n%b\r\n" % (len(data), data))
+            await writer.drain()
+            if reply.close_after_events == i:
+                writer.transport.abort()  # a mid-stream break: no terminating chunk
+                return False
+            if i == 1 and reply.gate is not None:
+                await self._wait_gate(reply.gate, reply.gate_timeout)
+        tail = finish() if finish is not None else b""
+        if http10:
+            writer.write(tail)
+        else:
+            writer.write((b"%x\r\n%b\r\n" % (len(tail), tail) if tail else b"") + b"0\r\n\r\n")
+        await writer.drain()
+        return keep_alive
+
+    async def _wait_gate(self, gate: threading.Event, timeout: float) -> None:
+        # Poll rather than block an executor thread: a blocked thread would outlive stop().
+        deadline = time.monotonic() + timeout
+        while not gate.is_set():
+            if time.monotonic() >= deadline:
+                self.gate_timed_out = True
+                log.debug("fakeprovider: gate timed out after %.1fs", timeout)
+                return
+            await asyncio.sleep(0.002)
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    """The request body as a JSON object, or {} when it is empty or anything else."""
+    if not body:
+        return {}
+    try:
+        obj = json.loads(body)
+    except ValueError:
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
+def _body_bytes(body: bytes | str | dict | list | None) -> bytes:
+    if body is None:
+        return b""
+    if isinstance(body, bytes):
+        return body
+    if isinstance(body, str):
+        return body.encode()
+    return _dumps(body).encode()
