@@ -406,6 +406,10 @@ def _not_found(path: str) -> Reply:
 class FakeProvider:
     """The fake provider server. See the module docstring.
 
+    Attributes for tests: ``port``/``url`` once started; ``requests`` (snapshot of every
+    :class:`Seen`); ``connections_opened`` (connections that reached HTTP, i.e. after a TLS
+    handshake); ``gate_timed_out`` (some ``Reply.gate`` wait ran out).
+
     ``record=False`` keeps :attr:`requests` empty (long benchmarks would otherwise grow it
     without bound); counters and scripted replies work either way.
     """
@@ -442,7 +446,12 @@ class FakeProvider:
             target=self._run_loop, args=(loop,), name="fakeprovider", daemon=True
         )
         self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._open(), loop).result(timeout=10)
+        try:
+            asyncio.run_coroutine_threadsafe(self._open(), loop).result(timeout=10)
+        except BaseException:
+            loop.call_soon_threadsafe(loop.stop)
+            self._thread.join(timeout=10)
+            raise
         return self
 
     def stop(self) -> None:

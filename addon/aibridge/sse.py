@@ -47,31 +47,34 @@ class SSEParser:
 
     def feed(self, data: bytes) -> list[SSEEvent]:
         events: list[SSEEvent] = []
-        if not data:
-            return events
-        if self._skip_lf:
+        if self._skip_lf and data:
             self._skip_lf = False
             if data[0] == 0x0A:
                 data = data[1:]
+        if not data:
+            return events
         # bytes.splitlines breaks on exactly \r\n, \r and \n (unlike str.splitlines).
-        for piece in data.splitlines(keepends=True):
-            last = piece[-1]
-            if last != 0x0A and last != 0x0D:
-                self._keep(piece)  # only the final piece can lack a terminator
-                break
-            cut = 2 if piece.endswith(b"\r\n") else 1
-            line = piece[:-cut]
+        lines = data.splitlines()
+        last = data[-1]
+        tail = None
+        if last == 0x0A or last == 0x0D:
+            # A trailing lone \r may be the first half of a \r\n split across chunks.
+            self._skip_lf = last == 0x0D
+        else:
+            tail = lines.pop()
+        if lines and (self._partial or self._discarding):
+            # The first complete line ends the one carried over from earlier chunks.
             if self._discarding:
                 self._discarding = False
-                continue
-            if self._partial:
-                self._partial += line
-                line = bytes(self._partial)
+                del lines[0]
+            else:
+                self._partial += lines[0]
+                lines[0] = bytes(self._partial)
                 self._partial.clear()
+        for line in lines:
             self._line(line, events)
-        else:
-            # A trailing lone \r may be the first half of a \r\n split across chunks.
-            self._skip_lf = bool(data) and data[-1] == 0x0D
+        if tail is not None:
+            self._keep(tail)
         return events
 
     def flush(self) -> list[SSEEvent]:

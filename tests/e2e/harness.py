@@ -127,14 +127,16 @@ class BridgeProcess:
         return openai.AsyncOpenAI(api_key=api_key, http_client=http_client,
                                   max_retries=kw.pop("max_retries", 0), **kw)
 
-    def anthropic(self, token: str | None = ALICE_TOKEN, api_key: str | None = "placeholder",
+    # The Anthropic SDK sends its API key as `Authorization: Bearer`; in `auto` mode a key equal
+    # to the caller's proxy token means "use the central key", anything else is the caller's own.
+    def anthropic(self, token: str | None = ALICE_TOKEN, api_key: str | None = ALICE_TOKEN,
                   **kw) -> anthropic.Anthropic:
         http_client = anthropic.DefaultHttpxClient(proxy=self.proxy_url(token),
                                                    verify=self.ssl_context())
         return anthropic.Anthropic(api_key=api_key, http_client=http_client,
                                    max_retries=kw.pop("max_retries", 0), **kw)
 
-    def async_anthropic(self, token: str | None = ALICE_TOKEN, api_key: str | None = "placeholder",
+    def async_anthropic(self, token: str | None = ALICE_TOKEN, api_key: str | None = ALICE_TOKEN,
                         **kw) -> anthropic.AsyncAnthropic:
         http_client = anthropic.DefaultAsyncHttpxClient(proxy=self.proxy_url(token),
                                                         verify=self.ssl_context())

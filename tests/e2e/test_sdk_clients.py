@@ -66,10 +66,10 @@ async def test_openai_responses_async(bridge, fake):
 
 
 def test_anthropic_messages_sync_and_stream(bridge, fake):
-    client = bridge.anthropic(api_key=None, auth_token=None, default_headers={})
-    message = client.messages.create(model="claude-sonnet-4-5", max_tokens=64, messages=MESSAGES)
+    client = bridge.anthropic()
+    message = client.messages.create(model="claude-sonnet-5", max_tokens=64, messages=MESSAGES)
     assert message.content[0].text == "Hello from fake"
-    with client.messages.stream(model="claude-sonnet-4-5", max_tokens=64,
+    with client.messages.stream(model="claude-sonnet-5", max_tokens=64,
                                 messages=MESSAGES) as stream:
         final = stream.get_final_message()
     assert final.usage.output_tokens == 7
@@ -77,13 +77,13 @@ def test_anthropic_messages_sync_and_stream(bridge, fake):
         assert seen.path.startswith("/v1/messages")
         assert_bridged(seen, auth=("X-Api-Key", ANTHROPIC_KEY))
         assert seen.header("anthropic-version") is not None
-    bridge.wait_for_log(r"model=claude-sonnet-4-5 stream=True status=200 .* in 11 out 7 "
+    bridge.wait_for_log(r"model=claude-sonnet-5 stream=True status=200 .* in 11 out 7 "
                         r"outcome=completed")
 
 
 async def test_anthropic_messages_async_stream(bridge, fake):
-    client = bridge.async_anthropic(api_key="alice-proxy-token-1234")
-    async with client.messages.stream(model="claude-haiku-4-5", max_tokens=64,
+    client = bridge.async_anthropic()
+    async with client.messages.stream(model="claude-haiku-5", max_tokens=64,
                                       messages=MESSAGES) as stream:
         text = "".join([t async for t in stream.text_stream])
     assert text == "Hello from fake"
@@ -133,13 +133,13 @@ def test_headers_rebuilt_with_build_upstream_headers_semantics(bridge, fake):
 
 def test_anthropic_headers_pass_verbatim(bridge, fake):
     client = bridge.anthropic()
-    client.messages.create(model="claude-sonnet-4-5", max_tokens=8, messages=MESSAGES,
+    client.messages.create(model="claude-sonnet-5", max_tokens=8, messages=MESSAGES,
                            extra_headers={"anthropic-beta": "prompt-caching-2024-07-31",
                                           "X-Claude-Code-Session-Id": "s-42"})
     seen = fake.requests[-1]
     assert seen.header("anthropic-beta") == "prompt-caching-2024-07-31"
     assert seen.header("X-Claude-Code-Session-Id") == "s-42"
-    assert seen.header("anthropic-version") == "2023-06-01"
+    assert seen.header("anthropic-version") == client.default_headers["anthropic-version"]
 
 
 def test_passthrough_routes_get_the_key_swap(bridge, fake):
@@ -147,7 +147,7 @@ def test_passthrough_routes_get_the_key_swap(bridge, fake):
     assert models.data
     assert fake.requests[-1].path == "/v1/models"
     assert_bridged(fake.requests[-1], auth=("Authorization", f"Bearer {OPENAI_KEY}"))
-    count = bridge.anthropic().messages.count_tokens(model="claude-sonnet-4-5",
+    count = bridge.anthropic().messages.count_tokens(model="claude-sonnet-5",
                                                       messages=MESSAGES)
     assert count.input_tokens == 11
     assert_bridged(fake.requests[-1], auth=("X-Api-Key", ANTHROPIC_KEY))

@@ -23,17 +23,19 @@ def test_keys_never_reach_logs_or_saved_flows(fake, make_bridge):
     messages = [{"role": "user", "content": "hi"}]
     bridge.openai().chat.completions.create(model="gpt-4o", messages=messages)
     list(bridge.openai().chat.completions.create(model="gpt-4o", messages=messages, stream=True))
-    bridge.anthropic(api_key=USER_KEY).messages.create(
-        model="claude-sonnet-4-5", max_tokens=8, messages=messages)
+    # A personal key in X-Api-Key wins over the bearer token (here the proxy token).
+    bridge.anthropic().messages.create(model="claude-sonnet-5", max_tokens=8,
+                                       messages=messages, extra_headers={"X-Api-Key": USER_KEY})
     bridge.anthropic(api_key=None, auth_token=OAUTH_TOKEN).messages.create(
-        model="claude-sonnet-4-5", max_tokens=8, messages=messages,
+        model="claude-sonnet-5", max_tokens=8, messages=messages,
         extra_headers={"anthropic-beta": "oauth-2025-04-20"})
-    bridge.anthropic().messages.create(model="claude-sonnet-4-5", max_tokens=8,
+    bridge.anthropic().messages.create(model="claude-sonnet-5", max_tokens=8,
                                        messages=messages)
     # The provider did get the real keys: the test would be vacuous otherwise.
-    seen = [r.header("authorization") or r.header("x-api-key") for r in fake.requests]
+    seen = [r.header("x-api-key") or r.header("authorization") for r in fake.requests]
     assert seen == [f"Bearer {OPENAI_KEY}", f"Bearer {OPENAI_KEY}", USER_KEY,
                     f"Bearer {OAUTH_TOKEN}", ANTHROPIC_KEY]
+    assert fake.requests[2].header("authorization") is None
     assert fake.requests[3].header("anthropic-beta") == "oauth-2025-04-20"
     bridge.stop()
 
@@ -61,8 +63,8 @@ def test_each_bridged_request_has_an_interception(fake, make_bridge):
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_01",
                                       "content": "sunny"}]},
     ]
-    client.messages.create(model="claude-sonnet-4-5", max_tokens=8, messages=tool_turn)
-    with client.messages.stream(model="claude-opus-4-1", max_tokens=8,
+    client.messages.create(model="claude-sonnet-5", max_tokens=8, messages=tool_turn)
+    with client.messages.stream(model="claude-opus-5", max_tokens=8,
                                 messages=[{"role": "user", "content": "x"}]) as s:
         s.get_final_message()
     bridge.openai().models.list()
@@ -72,7 +74,7 @@ def test_each_bridged_request_has_an_interception(fake, make_bridge):
     first, second, passthrough = (f.metadata["aibridge"] for f in flows)
     assert uuid.UUID(first["interception"]["id"]).version == 4
     assert first["interception"]["id"] != second["interception"]["id"]
-    assert first["interception"]["model"] == "claude-sonnet-4-5"
+    assert first["interception"]["model"] == "claude-sonnet-5"
     assert first["interception"]["streaming"] is False
     assert first["interception"]["correlating_tool_call_id"] == "toolu_01"
     assert first["actor"] == {"id": "alice", "metadata": {"Username": "alice", "Team": "ml"}}
@@ -82,4 +84,4 @@ def test_each_bridged_request_has_an_interception(fake, make_bridge):
     assert second["outcome"] == "completed"
     assert first["usage"]["output_tokens"] == 7
     assert passthrough["kind"] == "passthrough" and "interception" not in passthrough
-    assert flows[1].comment.startswith("alice → anthropic claude-opus-4-1 · key sk-a...efgh")
+    assert flows[1].comment.startswith("alice → anthropic claude-opus-5 · key sk-a...efgh")

@@ -39,7 +39,9 @@ def test_first_event_arrives_before_the_provider_sends_the_rest(bridge, fake):
     bridge.wait_for_log(r"in 5 out 2 outcome=completed")
 
 
-@pytest.mark.parametrize("encoding", ["gzip", "br", "zstd", None])
+# zstd is covered by the tap's unit tests: the SDKs do not ask for it (httpx2 cannot decode it
+# on this Python without an extra package), so a provider would not send it to them.
+@pytest.mark.parametrize("encoding", ["gzip", "br", None])
 def test_compressed_and_identity_streams_are_tapped(bridge, fake, encoding):
     gate = threading.Event()
     fake.enqueue(Reply(events=CHAT_EVENTS, gate=gate, encoding=encoding))
@@ -93,6 +95,7 @@ def test_bad_input_gets_json_errors_and_the_proxy_keeps_serving(bridge, fake, tm
 
     # Garbage where a TLS handshake should be, then a request that is fine.
     sock, head = bridge.connect("api.openai.com", 443)
+    assert head.startswith(b"HTTP/1.1 200")
     sock.sendall(b"\x00\xffthis is not TLS\r\n\r\n" * 10)
     sock.close()
     result = bridge.openai().chat.completions.create(
@@ -103,22 +106,22 @@ def test_bad_input_gets_json_errors_and_the_proxy_keeps_serving(bridge, fake, tm
 def test_no_usable_credential_is_a_json_401(fake, make_bridge):
     from tests.e2e.harness import provider_config
 
-    config = provider_config(fake.url, extra="") .replace(
-        'credentials = "auto"', 'credentials = "byok"')
+    config = provider_config(fake.url).replace('credentials = "auto"', 'credentials = "byok"')
     bridge = make_bridge(config)
-    import anthropic
-
-    client = bridge.anthropic(api_key=None)
-    with pytest.raises(anthropic.AuthenticationError) as info:
-        client.messages.create(model="claude-sonnet-4-5", max_tokens=8,
-                               messages=[{"role": "user", "content": "x"}])
-    assert "needs your own API key" in str(info.value)
+    body = json.dumps({"model": "claude-sonnet-5", "max_tokens": 8,
+                       "messages": [{"role": "user", "content": "x"}]})
+    got, error = curl_json(bridge, "/v1/messages", "-H", "Content-Type: application/json",
+                           "-d", body, host="api.anthropic.com")
+    assert got == 401
+    assert error["type"] == "error"
+    assert error["error"]["type"] == "authentication_error"
+    assert "needs your own API key" in error["error"]["message"]
     assert fake.requests == []
     # BYOK: the caller's own key goes upstream; X-Api-Key wins over a bearer token.
     user_key = "sk-ant-user-own-key-000111222"
-    bridge.anthropic(api_key=user_key).messages.create(
-        model="claude-sonnet-4-5", max_tokens=8, messages=[{"role": "user", "content": "x"}],
-        extra_headers={"Authorization": "Bearer sk-ant-oat01-subscription"})
+    bridge.anthropic(api_key=None, auth_token="sk-ant-oat01-subscription").messages.create(
+        model="claude-sonnet-5", max_tokens=8, messages=[{"role": "user", "content": "x"}],
+        extra_headers={"X-Api-Key": user_key})
     seen = fake.requests[-1]
     assert seen.header("X-Api-Key") == user_key
     assert seen.header("Authorization") is None

@@ -289,6 +289,10 @@ class StreamAccumulator:
     Tool-call arguments arrive in many small pieces; they are kept in lists and joined
     only when `summary` is read, so feeding stays linear in the stream size. A stream
     that breaks off still yields the arguments received so far.
+
+    `first_token_at` marks the first event carrying model output of any kind (text,
+    thinking/reasoning, tool-call input), which is what a client waiting on the stream
+    experiences as time to first token.
     """
 
     def __init__(self, route: str) -> None:
