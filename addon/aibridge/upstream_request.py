@@ -5,7 +5,12 @@ from __future__ import annotations
 from mitmproxy import http
 
 from aibridge.credential_policy import UpstreamCredential
-from aibridge.intercept import Actor, actor_headers, build_upstream_headers
+from aibridge.intercept import (
+    Actor,
+    actor_headers,
+    build_upstream_headers,
+    is_websocket_upgrade,
+)
 from aibridge.providers import Provider
 
 
@@ -27,6 +32,10 @@ def rewrite_for_upstream(request: http.Request, provider: Provider,
     # negotiated the compression it can decode, so its Accept-Encoding goes upstream as sent.
     for value in request.headers.get_all("accept-encoding"):
         headers.add("Accept-Encoding", value)
+    if is_websocket_upgrade(request.method, request.headers):
+        # The handshake's hop-by-hop pair is what makes it a handshake (Codex opens one).
+        headers.add("Connection", "Upgrade")
+        headers.add("Upgrade", request.headers["upgrade"])
     body = request.raw_content or b""
     if body or "content-length" in request.headers or request.method in ("POST", "PUT", "PATCH"):
         headers["Content-Length"] = str(len(body))

@@ -257,3 +257,20 @@ def test_authenticated_actor_overrides_client_and_sdk_to_single_values():
 )
 def test_parse_bearer(value, token):
     assert parse_bearer(value) == token
+
+
+@pytest.mark.parametrize(
+    ("method", "connection", "upgrade", "expected"),
+    [
+        ("GET", "keep-alive, Upgrade", "WebSocket", True),
+        ("GET", "Upgrade", "websocket", True),
+        ("POST", "Upgrade", "websocket", False),
+        ("GET", "keep-alive", "websocket", False),
+        ("GET", "Upgrade", "h2c", False),
+    ],
+)
+def test_websocket_upgrade_detection(method, connection, upgrade, expected):
+    from aibridge.intercept import is_websocket_upgrade
+
+    headers = Headers(connection=connection, upgrade=upgrade)
+    assert is_websocket_upgrade(method, headers) is expected

@@ -49,6 +49,7 @@ from .headers import (
     STRIPPED_CLIENT_HEADERS,
     TRANSPORT_MANAGED,
     build_upstream_headers,
+    is_websocket_upgrade,
     parse_bearer,
     prepare_client_headers,
 )
@@ -89,6 +90,7 @@ __all__ = [
     "actor_metadata_header",
     "build_upstream_headers",
     "is_actor_header",
+    "is_websocket_upgrade",
     "mask_secret",
     "new_credential_info",
     "new_response_error",

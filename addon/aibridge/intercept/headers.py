@@ -115,3 +115,10 @@ def parse_bearer(value: str | None) -> str | None:
     if len(parts) != 2 or parts[0].lower() != "bearer":
         return None
     return parts[1]
+
+
+def is_websocket_upgrade(method: str, headers: Headers) -> bool:
+    """A WebSocket handshake: GET with `Connection: upgrade` and `Upgrade: websocket` tokens."""
+    upgrade = {t.strip().lower() for v in headers.get_all("upgrade") for t in v.split(",")}
+    return method.upper() == "GET" and "upgrade" in _connection_tokens(headers) \
+        and "websocket" in upgrade
