@@ -86,6 +86,8 @@ def load_actors(path: Path | None) -> ActorDirectory:
         parsed = _ActorsFile.model_validate(raw)
     except OSError as e:
         raise ConfigError(f"cannot read actors file {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"actors file {path} is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"actors file {path} is not valid TOML: {e}") from None
     except ValidationError as e:
@@ -102,7 +104,10 @@ def load_actors(path: Path | None) -> ActorDirectory:
         ids.add(entry.id)
         metadata = {k: str(v).lower() if isinstance(v, bool) else str(v)
                     for k, v in entry.metadata.items()}
-        by_digest[digest] = Actor(id=entry.id, metadata=metadata)
+        try:
+            by_digest[digest] = Actor(id=entry.id, metadata=metadata)
+        except ValueError as e:  # values that could not travel in a header
+            raise ConfigError(f"actors file {path}: actor {entry.id!r}: {e}") from None
     if not by_digest:
         raise ConfigError(f"actors file {path} defines no [[actors]]")
     return ActorDirectory(by_digest, path)

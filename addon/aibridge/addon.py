@@ -8,13 +8,14 @@ response | error (summary, metadata, log line).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import weakref
 from dataclasses import dataclass
 
 from mitmproxy import connection, ctx, exceptions, http, tls
 
-from aibridge import flowinfo
+from aibridge import failures, flowinfo, mitm_internals
 from aibridge.actors import REALM, parse_proxy_authorization, token_digest
 from aibridge.config import ConfigError
 from aibridge.credential_policy import UpstreamCredential, resolve_credential
@@ -51,6 +52,13 @@ class FlowState:
     info: CredentialInfo | None = None
     interception: Interception | None = None
     tap: StreamTap | None = None
+    timer: asyncio.TimerHandle | None = None
+    timed_out: float | None = None  # the timeout that fired, in seconds
+
+    def stop_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
 
 class Bridge:
@@ -82,6 +90,12 @@ class Bridge:
             for line in settings.describe():
                 logger.info(f"aibridge: {line}")
 
+    def running(self) -> None:
+        problems = mitm_internals.install(failures.generic)
+        if problems:
+            logger.error("aibridge: upstream failures will reach clients as mitmproxy's HTML "
+                         f"pages and upstream timeouts are off: {'; '.join(problems)}")
+
     # -- who is calling, and what gets decrypted -----------------------------------------------
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
@@ -100,6 +114,10 @@ class Bridge:
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
         if self._settings().registry.for_host(data.client_hello.sni) is None:
             data.ignore_connection = True
+        elif b"http/1.1" in data.client_hello.alpn_protocols:
+            # One request per connection at a time lets each failure be answered exactly
+            # (see mitm_internals); LLM clients gain nothing from h2 on these hosts.
+            data.context.client.alpn = b"http/1.1"
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -154,6 +172,8 @@ class Bridge:
                 correlating_tool_call_id=req.correlating_tool_call_id)
         rewrite_for_upstream(flow.request, state.provider, credential, state.caller.actor)
         flowinfo.sent(flow, credential.info, state.interception)
+        timeout = self._settings().config.resilience.upstream_timeout
+        state.timer = asyncio.get_running_loop().call_later(timeout, self._time_out, flow, timeout)
 
     # -- responses -----------------------------------------------------------------------------
 
@@ -161,6 +181,7 @@ class Bridge:
         state = self._flows.get(flow)
         if state is None or flow.response is None:
             return
+        state.stop_timer()
         self._scrub(flow, state)
         response = flow.response
         if 200 <= response.status_code < 300 and is_event_stream(response):
@@ -183,8 +204,35 @@ class Bridge:
         state = self._flows.pop(flow, None)
         if state is None:
             return
+        state.stop_timer()
         self._scrub(flow, state)
+        if flow.error is not None and not failures.is_client_cancel(flow.error.msg):
+            self._explain_failure(flow, state)
         flowinfo.finish(flow, state.interception, state.tap, state.match.route)
+
+    def _explain_failure(self, flow: http.HTTPFlow, state: FlowState) -> None:
+        """Prepare what mitmproxy sends this client instead of its HTML page or a cut stream."""
+        anthropic = state.provider.type == "anthropic"
+        if flow.response is None:
+            error = failures.unreachable(state.provider.name, flow, timed_out=state.timed_out)
+            mitm_internals.pending_responses[flow.client_conn] = error.to_response(
+                anthropic=anthropic)
+            if flow.error is not None:
+                flow.error.msg = error.message
+        elif state.tap is not None and state.match.route is not None:
+            reason = flow.error.msg if flow.error else "unknown"
+            error = failures.interrupted(state.provider.name, reason)
+            mitm_internals.pending_tails[flow.client_conn] = mitm_internals.sse_error_tail(
+                state.match.route, error.body(anthropic=anthropic))
+
+    def _time_out(self, flow: http.HTTPFlow, seconds: float) -> None:
+        state = self._flows.get(flow)
+        if state is None or flow.response is not None:
+            return
+        state.timed_out = seconds
+        if not mitm_internals.close_server_connection(ctx.master.addons.get("proxyserver"),
+                                                      flow):
+            flow.kill()  # not connected yet or shim unavailable: at least stop waiting
 
     # -- helpers -------------------------------------------------------------------------------
 

@@ -75,16 +75,33 @@ class RecordingConfig(_Strict):
     url: str | None = None
 
 
+class CircuitConfig(_Strict):
+    enabled: bool = True
+    failures: int = Field(default=5, ge=1)
+    window: float = Field(default=10.0, gt=0)
+    open_for: float = Field(default=30.0, gt=0)
+    half_open_probes: int = Field(default=3, ge=1)
+
+
+class ResilienceConfig(_Strict):
+    key_strategy: Literal["priority", "round_robin"] = "priority"
+    dead_key_retry: float = Field(default=600.0, gt=0)
+    upstream_timeout: float = Field(default=600.0, gt=0)
+    error_format: Literal["native", "openai"] = "native"
+    circuit: CircuitConfig = CircuitConfig()
+
+
 class BridgeConfig(_Strict):
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     auth: AuthConfig = AuthConfig()
+    resilience: ResilienceConfig = ResilienceConfig()
     recording: RecordingConfig = RecordingConfig()
     max_body_bytes: int = Field(default=MAX_BODY_BYTES, gt=0)
 
     @model_validator(mode="after")
     def _names(self) -> BridgeConfig:
         for name, provider in self.providers.items():
-            if not PROVIDER_NAME.match(name):
+            if not PROVIDER_NAME.fullmatch(name):
                 raise ValueError(f"provider name {name!r} must match {PROVIDER_NAME.pattern}")
             if provider.type is None and name not in ("openai", "anthropic"):
                 raise ValueError(f'provider {name!r} needs type = "openai" or "anthropic"')
@@ -100,6 +117,8 @@ def load_config(path: str | Path | None) -> tuple[BridgeConfig, Path]:
         raw = tomllib.loads(file.read_text(encoding="utf-8"))
     except OSError as e:
         raise ConfigError(f"cannot read config {file}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config {file} is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config {file} is not valid TOML: {e}") from None
     try:

@@ -25,7 +25,7 @@ from aibridge.intercept import (
     new_response_error,
     response_error_from_key_pool,
 )
-from aibridge.keypool import Key, KeyPoolError
+from aibridge.keypool import Attempt, Key, KeyPoolError
 from aibridge.providers import Provider
 
 
@@ -35,20 +35,26 @@ class UpstreamCredential:
     header: str  # upstream auth header name
     value: str  # the header's full value; lives only until the request is on the wire
     key: Key | None = None  # the pool key, for centralized credentials
+    attempt: Attempt | None = None  # the pool walk `key` came from, when the caller gave one
 
     def __repr__(self) -> str:
         return f"UpstreamCredential({self.info!r}, header={self.header!r})"
 
 
 def resolve_credential(provider: Provider, client_headers: Headers,
-                       proxy_token: bytes | None) -> UpstreamCredential:
+                       proxy_token: bytes | None, *,
+                       attempt: Attempt | None = None) -> UpstreamCredential:
     """Pick the credential; raises `ResponseError` when the request cannot be authorised.
 
     `proxy_token` is the SHA-256 digest of the token the caller authenticated to the proxy with.
+    A centralized credential takes the next key of `attempt` (a walk of `provider.pool`, so a
+    failover loop calls this again per key), else the pool's first usable key.
     """
     own = provider.family.client_credential(client_headers)
+    if own is not None and _is_proxy_token(own[1], proxy_token):
+        own = None  # the caller's proxy token is ours, never a provider credential to forward
     mode = provider.credentials
-    if mode == "auto" and own is not None and not _is_proxy_token(own[1], proxy_token):
+    if mode == "auto" and own is not None:
         mode = "byok"
     if mode == "byok":
         if own is None:
@@ -65,7 +71,7 @@ def resolve_credential(provider: Provider, client_headers: Headers,
             f"no credential: provider {provider.name!r} has no central keys and the request "
             "carries no API key of its own", OPENAI_ERR_TYPE_AUTHENTICATION, "missing_api_key", 401)
     try:
-        key = provider.pool.select()
+        key = attempt.next() if attempt is not None else provider.pool.select()
     except KeyPoolError as e:
         error = response_error_from_key_pool(e)
         assert isinstance(error, ResponseError)
@@ -73,7 +79,7 @@ def resolve_credential(provider: Provider, client_headers: Headers,
     header = provider.family.auth_header
     return UpstreamCredential(
         new_credential_info(CredentialKind.CENTRALIZED, key.secret, header),
-        header, provider.family.auth_value(key.secret), key)
+        header, provider.family.auth_value(key.secret), key, attempt)
 
 
 def _is_proxy_token(secret: str, proxy_token: bytes | None) -> bool:

@@ -9,6 +9,7 @@ import logging
 
 from mitmproxy import http
 
+from aibridge.failures import is_client_cancel
 from aibridge.intercept import Actor, CredentialInfo, Interception, ResponseError
 from aibridge.providers import Provider, RouteMatch
 from aibridge.providers.parsing import summarize_json
@@ -17,7 +18,6 @@ from aibridge.tap import StreamTap
 
 logger = logging.getLogger("aibridge")
 KEY = "aibridge"
-CLIENT_GONE = ("Client disconnected", "client disconnected")
 
 
 def start(flow: http.HTTPFlow, provider: Provider, match: RouteMatch, actor: Actor) -> None:
@@ -78,7 +78,7 @@ def finish(flow: http.HTTPFlow, interception: Interception | None, tap: StreamTa
 
 def _outcome(flow: http.HTTPFlow, tap: StreamTap | None) -> tuple[str, str | None]:
     if flow.error is not None:
-        if any(s in flow.error.msg for s in CLIENT_GONE):
+        if is_client_cancel(flow.error.msg):
             return "cancelled", flow.error.msg
         return "failed", flow.error.msg
     response = flow.response

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 
 from mitmproxy import http
 
@@ -10,8 +11,9 @@ from aibridge.intercept import OPENAI_ERR_TYPE_INVALID_REQUEST, ResponseError, n
 
 
 def too_large(limit: int) -> ResponseError:
+    size = f"{limit >> 20}MiB" if limit % (1 << 20) == 0 else f"{limit} bytes"
     return new_response_error(
-        f"Request body too large. The maximum allowed request body size is {limit >> 20}MiB.",
+        f"Request body too large. The maximum allowed request body size is {size}.",
         OPENAI_ERR_TYPE_INVALID_REQUEST, "request_too_large", 413)
 
 
@@ -33,13 +35,38 @@ def parse_json_object(request: http.Request, limit: int) -> dict:
         raise new_response_error(
             f"unsupported content type {mime or '(none)'!r}: send the body as application/json",
             OPENAI_ERR_TYPE_INVALID_REQUEST, "unsupported_media_type", 415)
+    content = _decoded(request, raw, limit)
     try:
-        content = request.get_content(strict=True) or b""
         body = json.loads(content)
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise new_response_error(f"request body is not valid JSON: {e}",
                                  OPENAI_ERR_TYPE_INVALID_REQUEST, "invalid_json", 400) from None
     if not isinstance(body, dict):
         raise new_response_error("request body must be a JSON object",
                                  OPENAI_ERR_TYPE_INVALID_REQUEST, "invalid_json", 400)
     return body
+
+
+def _decoded(request: http.Request, raw: bytes, limit: int) -> bytes:
+    """The body without its Content-Encoding, never inflated beyond `limit` (no zip bombs)."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding in ("", "identity"):
+        return raw
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        raise new_response_error(
+            f"unsupported request content encoding {encoding!r}: send identity, gzip or deflate",
+            OPENAI_ERR_TYPE_INVALID_REQUEST, "unsupported_media_type", 415)
+    try:
+        inflater = zlib.decompressobj(47)  # gzip or zlib header, detected
+        content = inflater.decompress(raw, limit + 1)
+    except zlib.error:
+        try:
+            inflater = zlib.decompressobj(-15)  # raw deflate, as some clients send it
+            content = inflater.decompress(raw, limit + 1)
+        except zlib.error as e:
+            raise new_response_error(f"request body is not valid {encoding}: {e}",
+                                     OPENAI_ERR_TYPE_INVALID_REQUEST, "invalid_encoding",
+                                     400) from None
+    if len(content) > limit or inflater.unconsumed_tail:
+        raise too_large(limit)
+    return content

@@ -29,7 +29,10 @@ class Upstream:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"upstream {url!r} must be an http(s) URL with a host")
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError as e:  # a port that is not a number or out of range
+            raise ConfigError(f"upstream {url!r}: {e}") from None
         return cls(parts.scheme, parts.hostname, port, parts.path.rstrip("/"))
 
     def __str__(self) -> str:
@@ -142,5 +145,7 @@ def _load_keys(name: str, pc: ProviderConfig, base_dir: Path,
         except OSError as e:
             raise ConfigError(f"provider {name!r}: cannot read keys_file {path}: {e.strerror}") \
                 from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"provider {name!r}: keys_file {path} is not UTF-8 text") from None
         keys += [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
     return keys

@@ -1,0 +1,118 @@
+"""The two things hooks cannot do in mitmproxy 12.2, done through a small, checked shim.
+
+1. Errors mitmproxy generates itself (connection refused, DNS, TLS, a closed upstream) are sent
+   as an HTML page, and a response set in the `error` hook is ignored on the wire. We wrap the
+   HTTP/1 server side's `send` so such an error goes out as the JSON envelope — the one the
+   `error` hook prepared for that client connection, or a generic one.
+2. A stream that breaks after its headers were sent is simply cut. When the response is
+   chunked and not content-encoded, the wrapper ends it with the error event the `error` hook
+   prepared (SSE in the route's format) and a clean last chunk, so SDKs raise a readable error.
+
+Both rely on private mitmproxy API. `problems()` checks the version and the code we replace;
+the addon refuses to install the shim (and logs why) when they changed, and a unit test fails.
+Provider hosts are served to clients over HTTP/1.1 (see the addon's `tls_clienthello`), so
+every bridged request goes through this HTTP/1 path.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import weakref
+from collections.abc import Callable
+
+from mitmproxy import connection, http, version
+from mitmproxy.net.http import http1
+from mitmproxy.proxy import commands
+from mitmproxy.proxy.layers.http import _http1
+from mitmproxy.proxy.layers.http._events import ResponseProtocolError
+
+logger = logging.getLogger("aibridge")
+
+SUPPORTED = "12.2."
+_ORIGINAL_SEND = _http1.Http1Server.send
+
+# Prepared by the addon's error hook, consumed when mitmproxy writes the error to that client.
+pending_responses: weakref.WeakKeyDictionary[connection.Client, http.Response] = (
+    weakref.WeakKeyDictionary())
+pending_tails: weakref.WeakKeyDictionary[connection.Client, bytes] = weakref.WeakKeyDictionary()
+
+
+def problems() -> list[str]:
+    found = []
+    if not version.VERSION.startswith(SUPPORTED):
+        found.append(f"mitmproxy {version.VERSION} is not {SUPPORTED}x")
+    try:
+        source = inspect.getsource(_ORIGINAL_SEND)
+    except (OSError, TypeError):
+        source = ""
+    if "make_error_response(status, event.message)" not in source:
+        found.append("Http1Server.send no longer builds error pages the way we replace")
+    from mitmproxy.addons import proxyserver
+    from mitmproxy.proxy import server
+
+    if not hasattr(server.ConnectionHandler, "close_connection"):
+        found.append("ConnectionHandler.close_connection is gone")
+    if "self.connections" not in inspect.getsource(proxyserver.Proxyserver):
+        found.append("Proxyserver.connections is gone")
+    return found
+
+
+def install(generic: Callable[[int, str], http.Response]) -> list[str]:
+    """Wrap Http1Server.send; returns the problems that prevented it (empty = installed)."""
+    found = problems()
+    if found:
+        return found
+
+    def send(self: _http1.Http1Server, event):
+        if not isinstance(event, ResponseProtocolError):
+            yield from _ORIGINAL_SEND(self, event)
+            return
+        client = self.conn
+        if not (client.state & connection.ConnectionState.CAN_WRITE):
+            pending_responses.pop(client, None)
+            pending_tails.pop(client, None)
+            return
+        status = event.code.http_status_code()
+        response = pending_responses.pop(client, None)
+        tail = pending_tails.pop(client, None)
+        if not self.response and status is not None:
+            response = response or generic(status, event.message)
+            yield commands.SendData(client, http1.assemble_response(response))
+        elif self.response and tail is not None and _is_plain_chunked(self.response):
+            yield commands.SendData(client, b"%x\r\n%s\r\n0\r\n\r\n" % (len(tail), tail))
+        yield commands.CloseConnection(client)
+
+    _http1.Http1Server.send = send  # type: ignore[method-assign]
+    return []
+
+
+def close_server_connection(proxyserver: object, flow: http.HTTPFlow) -> bool:
+    """Close the flow's upstream connection (an upstream timeout); mitmproxy then reports the
+    flow as failed through the normal error path."""
+    handler = getattr(proxyserver, "connections", {}).get(flow.client_conn.id)
+    if handler is None:
+        return False
+    # While connecting (TCP or TLS) the flow does not know its server connection yet; the
+    # client's handler does. HTTP/1 has one request in flight per client connection.
+    address = (flow.request.host, flow.request.port)
+    servers = [conn for conn in list(handler.transports)
+               if conn is flow.server_conn or getattr(conn, "address", None) == address]
+    for conn in servers:
+        if conn is not flow.client_conn:
+            handler.close_connection(conn)
+    return bool(servers)
+
+
+def _is_plain_chunked(response: http.Response) -> bool:
+    return ("chunked" in response.headers.get("transfer-encoding", "").lower()
+            and response.headers.get("content-encoding", "identity").lower() == "identity")
+
+
+def sse_error_tail(route: str, body: dict) -> bytes:
+    """The terminal event a client should see when a stream breaks mid-way."""
+    data = json.dumps(body, separators=(",", ":"))
+    if route == "chat":  # chat streams carry errors as a data line and still end with [DONE]
+        return f"data: {data}\n\ndata: [DONE]\n\n".encode()
+    return f"event: error\ndata: {data}\n\n".encode()

@@ -1,0 +1,379 @@
+"""Provider registry: hosts, upstreams, keys, credentials mode and route matching."""
+
+from pathlib import Path
+
+import pytest
+
+from aibridge.config import BridgeConfig, ConfigError
+from aibridge.providers import (
+    ANTHROPIC,
+    BRIDGED,
+    OPENAI,
+    PASSTHROUGH,
+    UNKNOWN,
+    RouteMatch,
+    Upstream,
+    build_registry,
+)
+
+
+def registry(
+    providers: dict | None = None,
+    environ: dict | None = None,
+    base_dir: Path = Path("/nonexistent"),
+):
+    config = BridgeConfig.model_validate({"providers": providers or {}})
+    return build_registry(config, base_dir, environ={} if environ is None else environ)
+
+
+def build_error(
+    providers: dict | None = None,
+    environ: dict | None = None,
+    base_dir: Path = Path("/nonexistent"),
+) -> str:
+    with pytest.raises(ConfigError) as info:
+        registry(providers, environ, base_dir)
+    return str(info.value)
+
+
+def secrets(provider) -> list[str]:
+    return [k.secret for k in provider.pool.keys]
+
+
+GROQ = {"type": "openai", "hosts": ["api.groq.com"], "base_path": "/openai/v1"}
+
+
+# -- defaults ------------------------------------------------------------------------------------
+
+
+def test_defaults_have_openai_and_anthropic():
+    reg = registry()
+    assert [p.name for p in reg.providers] == ["openai", "anthropic"]
+    assert set(reg.by_host) == {"api.openai.com", "api.anthropic.com"}
+
+
+def test_default_openai_provider():
+    openai = registry().for_host("api.openai.com")
+    assert openai.name == "openai"
+    assert openai.type == "openai"
+    assert openai.family is OPENAI
+    assert openai.hosts == ("api.openai.com",)
+    assert openai.upstream == Upstream("https", "api.openai.com", 443, "")
+    assert str(openai.upstream) == "https://api.openai.com:443"
+    assert openai.base_path == "/v1"
+    assert openai.send_actor_headers is True
+    assert openai.workspace_id is None
+
+
+def test_default_anthropic_provider():
+    anthropic = registry().for_host("api.anthropic.com")
+    assert anthropic.family is ANTHROPIC
+    assert str(anthropic.upstream) == "https://api.anthropic.com:443"
+    assert anthropic.passthrough == ("/v1/", "/api/")
+
+
+def test_without_keys_credentials_default_to_byok():
+    for provider in registry().providers:
+        assert provider.credentials == "byok"
+        assert provider.pool is None
+
+
+def test_with_keys_credentials_default_to_centralized():
+    reg = registry(environ={"AIBRIDGE_OPENAI_KEYS": "sk-1", "AIBRIDGE_ANTHROPIC_KEYS": "sk-a"})
+    assert reg.for_host("api.openai.com").credentials == "centralized"
+    assert secrets(reg.for_host("api.openai.com")) == ["sk-1"]
+    assert reg.for_host("api.anthropic.com").credentials == "centralized"
+    assert secrets(reg.for_host("api.anthropic.com")) == ["sk-a"]
+
+
+def test_explicit_credentials_mode_wins_over_the_default():
+    reg = registry({"openai": {"credentials": "auto"}}, {"AIBRIDGE_OPENAI_KEYS": "sk-1"})
+    assert reg.for_host("api.openai.com").credentials == "auto"
+
+
+def test_overriding_a_builtin_keeps_its_default_host():
+    reg = registry({"openai": {"upstream": "http://127.0.0.1:9000"}})
+    assert reg.for_host("api.openai.com").upstream == Upstream("http", "127.0.0.1", 9000, "")
+
+
+# -- keys ----------------------------------------------------------------------------------------
+
+
+def test_env_keys_are_comma_separated_in_priority_order():
+    reg = registry(environ={"AIBRIDGE_OPENAI_KEYS": "sk-1,sk-2,sk-3"})
+    assert secrets(reg.for_host("api.openai.com")) == ["sk-1", "sk-2", "sk-3"]
+
+
+def test_env_keys_ignore_whitespace_and_empty_items():
+    reg = registry(environ={"AIBRIDGE_OPENAI_KEYS": " sk-1 ,, sk-2,\t, \n,sk-3 ,"})
+    assert secrets(reg.for_host("api.openai.com")) == ["sk-1", "sk-2", "sk-3"]
+
+
+@pytest.mark.parametrize("value", ["", " ", ",", " , ,"])
+def test_env_with_only_separators_means_no_keys(value):
+    provider = registry(environ={"AIBRIDGE_OPENAI_KEYS": value}).for_host("api.openai.com")
+    assert provider.pool is None
+    assert provider.credentials == "byok"
+
+
+def test_custom_keys_env_name():
+    reg = registry(
+        {"openai": {"keys_env": "MY_OPENAI"}},
+        {"MY_OPENAI": "sk-mine", "AIBRIDGE_OPENAI_KEYS": "sk-default"},
+    )
+    assert secrets(reg.for_host("api.openai.com")) == ["sk-mine"]
+
+
+def test_custom_provider_default_keys_env_uses_upper_case_and_underscores():
+    reg = registry({"my-groq": GROQ}, {"AIBRIDGE_MY_GROQ_KEYS": "gsk-1,gsk-2"})
+    assert secrets(reg.for_host("api.groq.com")) == ["gsk-1", "gsk-2"]
+
+
+def test_keys_file_skips_comments_and_blank_lines_relative_to_base_dir(tmp_path):
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "openai.txt").write_text(
+        "# production keys\n\nsk-1\n   # indented comment\n  sk-2  \n\n", encoding="utf-8"
+    )
+    reg = registry({"openai": {"keys_file": "keys/openai.txt"}}, base_dir=tmp_path)
+    assert secrets(reg.for_host("api.openai.com")) == ["sk-1", "sk-2"]
+    assert reg.for_host("api.openai.com").credentials == "centralized"
+
+
+def test_keys_file_absolute_path_ignores_base_dir(tmp_path):
+    path = tmp_path / "k.txt"
+    path.write_text("sk-abs\n", encoding="utf-8")
+    reg = registry({"anthropic": {"keys_file": str(path)}}, base_dir=Path("/elsewhere"))
+    assert secrets(reg.for_host("api.anthropic.com")) == ["sk-abs"]
+
+
+def test_env_keys_come_before_file_keys(tmp_path):
+    (tmp_path / "k.txt").write_text("sk-file\n", encoding="utf-8")
+    reg = registry(
+        {"openai": {"keys_file": "k.txt"}}, {"AIBRIDGE_OPENAI_KEYS": "sk-env"}, base_dir=tmp_path
+    )
+    assert secrets(reg.for_host("api.openai.com")) == ["sk-env", "sk-file"]
+
+
+def test_unreadable_keys_file_names_provider_and_path(tmp_path):
+    message = build_error({"openai": {"keys_file": "missing.txt"}}, base_dir=tmp_path)
+    assert "provider 'openai'" in message
+    assert str(tmp_path / "missing.txt") in message
+    assert "No such file or directory" in message
+
+
+def test_duplicate_keys_are_rejected_without_echoing_them():
+    message = build_error(environ={"AIBRIDGE_OPENAI_KEYS": "sk-dup-secret,sk-2,sk-dup-secret"})
+    assert "provider 'openai'" in message
+    assert "duplicate key" in message
+    assert "sk-dup-secret" not in message
+
+
+def test_duplicate_across_env_and_file_is_rejected(tmp_path):
+    (tmp_path / "k.txt").write_text("sk-1\n", encoding="utf-8")
+    message = build_error(
+        {"openai": {"keys_file": "k.txt"}}, {"AIBRIDGE_OPENAI_KEYS": "sk-1"}, base_dir=tmp_path
+    )
+    assert "duplicate key" in message
+
+
+def test_centralized_without_keys_names_the_env_var():
+    message = build_error({"openai": {"credentials": "centralized"}})
+    assert "provider 'openai'" in message
+    assert 'credentials = "centralized" but no keys' in message
+    assert "AIBRIDGE_OPENAI_KEYS" in message
+    assert "keys_file" in message
+
+
+def test_centralized_without_keys_names_the_custom_env_var():
+    message = build_error({"my-groq": GROQ | {"credentials": "centralized"}})
+    assert "AIBRIDGE_MY_GROQ_KEYS" in message
+    message = build_error({"openai": {"credentials": "centralized", "keys_env": "CORP_KEYS"}})
+    assert "CORP_KEYS" in message
+
+
+def test_auto_without_keys_is_allowed():
+    provider = registry({"anthropic": {"credentials": "auto"}}).for_host("api.anthropic.com")
+    assert provider.credentials == "auto"
+    assert provider.pool is None
+
+
+# -- hosts -------------------------------------------------------------------------------------
+
+
+def test_duplicate_host_across_providers_is_rejected():
+    message = build_error({"corp": {"type": "openai", "hosts": ["api.openai.com"]}})
+    assert "host 'api.openai.com' is claimed by providers 'openai' and 'corp'" in message
+
+
+def test_disabled_provider_is_not_decrypted():
+    reg = registry({"openai": {"enabled": False}})
+    assert reg.for_host("api.openai.com") is None
+    assert [p.name for p in reg.providers] == ["anthropic"]
+
+
+def test_disabled_provider_frees_its_host_for_another():
+    reg = registry(
+        {"openai": {"enabled": False}, "corp": {"type": "openai", "hosts": ["api.openai.com"]}}
+    )
+    assert reg.for_host("api.openai.com").name == "corp"
+
+
+def test_disabled_provider_does_not_need_its_keys():
+    reg = registry({"openai": {"enabled": False, "credentials": "centralized"}})
+    assert reg.for_host("api.openai.com") is None
+
+
+def test_provider_with_several_hosts():
+    reg = registry({"openai": {"hosts": ["api.openai.com", "eu.api.openai.com"]}})
+    assert reg.for_host("eu.api.openai.com") is reg.for_host("api.openai.com")
+    # The upstream defaults to the first host.
+    assert reg.for_host("eu.api.openai.com").upstream.host == "api.openai.com"
+
+
+@pytest.mark.parametrize(
+    "host", ["api.openai.com", "API.OpenAI.COM", "api.openai.com.", "Api.OpenAI.com."]
+)
+def test_for_host_is_case_insensitive_and_ignores_trailing_dot(host):
+    assert registry().for_host(host).name == "openai"
+
+
+@pytest.mark.parametrize(
+    "host", [None, "", "openai.com", "api.openai.com.evil", "xapi.openai.com", "api.openai.com:443"]
+)
+def test_for_host_unknown(host):
+    assert registry().for_host(host) is None
+
+
+# -- OpenAI-compatible provider with base_path ---------------------------------------------------
+
+
+@pytest.fixture
+def groq():
+    return registry({"groq": GROQ}).for_host("api.groq.com")
+
+
+def test_compatible_provider_reuses_the_family(groq):
+    assert groq.family is OPENAI
+    assert groq.base_path == "/openai/v1"
+    assert groq.upstream == Upstream("https", "api.groq.com", 443, "")
+    assert groq.passthrough == ("/openai/v1/",)
+
+
+def test_compatible_provider_bridges_under_base_path(groq):
+    assert groq.match("POST", "/openai/v1/chat/completions") == RouteMatch(BRIDGED, "chat")
+    assert groq.match("POST", "/openai/v1/responses") == RouteMatch(BRIDGED, "responses")
+
+
+def test_compatible_provider_passes_other_paths_under_base_path(groq):
+    assert groq.match("GET", "/openai/v1/models") == RouteMatch(PASSTHROUGH)
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/models", "/openai/v2/x", "/"])
+def test_compatible_provider_outside_base_path_is_unknown(groq, path):
+    assert groq.match("POST", path) == RouteMatch(UNKNOWN)
+
+
+def test_custom_passthrough_list_replaces_the_default():
+    provider = registry({"groq": GROQ | {"passthrough": ["/openai/v1/models"]}}).for_host(
+        "api.groq.com"
+    )
+    assert provider.match("GET", "/openai/v1/models") == RouteMatch(PASSTHROUGH)
+    assert provider.match("GET", "/openai/v1/files") == RouteMatch(UNKNOWN)
+    assert provider.match("POST", "/openai/v1/chat/completions") == RouteMatch(BRIDGED, "chat")
+
+
+def test_anthropic_compatible_provider():
+    provider = registry(
+        {"kimi": {"type": "anthropic", "hosts": ["api.moonshot.ai"], "base_path": "/anthropic/v1"}}
+    ).for_host("api.moonshot.ai")
+    assert provider.family is ANTHROPIC
+    assert provider.match("POST", "/anthropic/v1/messages") == RouteMatch(BRIDGED, "messages")
+    assert provider.passthrough == ("/anthropic/v1/", "/api/")
+
+
+# -- route matching on the built-in providers ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "expected"),
+    [
+        ("POST", "/v1/chat/completions", RouteMatch(BRIDGED, "chat")),
+        ("POST", "/v1/responses", RouteMatch(BRIDGED, "responses")),
+        ("POST", "/v1/chat/completions?stream=true", RouteMatch(BRIDGED, "chat")),
+        ("POST", "/v1/responses?x=1&y=2", RouteMatch(BRIDGED, "responses")),
+        ("GET", "/v1/chat/completions", RouteMatch(PASSTHROUGH)),
+        ("GET", "/v1/responses", RouteMatch(PASSTHROUGH)),  # Codex WebSocket upgrade
+        ("GET", "/v1/models", RouteMatch(PASSTHROUGH)),
+        ("GET", "/v1/models?limit=1", RouteMatch(PASSTHROUGH)),
+        ("POST", "/v1/embeddings", RouteMatch(PASSTHROUGH)),
+        ("DELETE", "/v1/files/file-1", RouteMatch(PASSTHROUGH)),
+        ("POST", "/v1/responses/resp_1/cancel", RouteMatch(PASSTHROUGH)),
+        ("POST", "/v2/x", RouteMatch(UNKNOWN)),
+        ("GET", "/", RouteMatch(UNKNOWN)),
+        ("GET", "/v1", RouteMatch(UNKNOWN)),
+        ("POST", "/chat/completions", RouteMatch(UNKNOWN)),
+        ("GET", "/api/claude_code/settings", RouteMatch(UNKNOWN)),  # Anthropic-only side path
+    ],
+)
+def test_openai_routes(method, path, expected):
+    assert registry().for_host("api.openai.com").match(method, path) == expected
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "expected"),
+    [
+        ("POST", "/v1/messages", RouteMatch(BRIDGED, "messages")),
+        ("POST", "/v1/messages?beta=true", RouteMatch(BRIDGED, "messages")),
+        ("GET", "/v1/messages", RouteMatch(PASSTHROUGH)),
+        ("POST", "/v1/messages/count_tokens", RouteMatch(PASSTHROUGH)),
+        ("POST", "/v1/messages/count_tokens?beta=true", RouteMatch(PASSTHROUGH)),
+        ("POST", "/v1/messages/batches", RouteMatch(PASSTHROUGH)),
+        ("GET", "/v1/models", RouteMatch(PASSTHROUGH)),
+        ("GET", "/api/claude_code/settings", RouteMatch(PASSTHROUGH)),
+        ("POST", "/api/event_logging/batch", RouteMatch(PASSTHROUGH)),
+        ("POST", "/v1/chat/completions", RouteMatch(PASSTHROUGH)),  # not a bridged route here
+        ("POST", "/v2/x", RouteMatch(UNKNOWN)),
+        ("GET", "/", RouteMatch(UNKNOWN)),
+        ("GET", "/apix", RouteMatch(UNKNOWN)),
+    ],
+)
+def test_anthropic_routes(method, path, expected):
+    assert registry().for_host("api.anthropic.com").match(method, path) == expected
+
+
+# -- Upstream.parse ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://api.openai.com", Upstream("https", "api.openai.com", 443, "")),
+        ("https://api.openai.com/", Upstream("https", "api.openai.com", 443, "")),
+        ("http://api.openai.com", Upstream("http", "api.openai.com", 80, "")),
+        ("http://127.0.0.1:8080", Upstream("http", "127.0.0.1", 8080, "")),
+        ("https://egress.corp:8443/openai/", Upstream("https", "egress.corp", 8443, "/openai")),
+        ("https://egress.corp/a/b", Upstream("https", "egress.corp", 443, "/a/b")),
+        ("https://API.Example.COM", Upstream("https", "api.example.com", 443, "")),
+    ],
+)
+def test_upstream_parse(url, expected):
+    assert Upstream.parse(url) == expected
+
+
+def test_upstream_str_always_shows_the_port():
+    assert str(Upstream.parse("https://egress.corp/openai")) == "https://egress.corp:443/openai"
+    assert str(Upstream.parse("http://127.0.0.1:8080")) == "http://127.0.0.1:8080"
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://api.openai.com", "api.openai.com", "https://", "https:///v1", "", "//host"]
+)
+def test_upstream_parse_rejects_bad_urls(url):
+    with pytest.raises(ConfigError, match="must be an http\\(s\\) URL with a host"):
+        Upstream.parse(url)
+
+
+@pytest.mark.parametrize("url", ["https://host:abc", "http://127.0.0.1:99999"])
+def test_upstream_parse_rejects_bad_ports_with_config_error(url):
+    with pytest.raises(ConfigError):
+        Upstream.parse(url)
