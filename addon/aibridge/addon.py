@@ -13,18 +13,24 @@ import logging
 import weakref
 from dataclasses import dataclass
 
+import httpx2
 from mitmproxy import connection, ctx, exceptions, http, tls
 
-from aibridge import failures, flowinfo, mitm_internals
+from aibridge import accesslog, failover, failures, flowinfo, mitm_internals, resend
 from aibridge.actors import REALM, parse_proxy_authorization, token_digest
+from aibridge.circuit import Admission, circuit_open_error
 from aibridge.config import ConfigError
+from aibridge.counters import Registry
 from aibridge.credential_policy import UpstreamCredential, resolve_credential
+from aibridge.error_convert import convert_error, converted_response_headers
 from aibridge.intercept import (
     OPENAI_ERR_TYPE_NOT_FOUND,
     Actor,
     CredentialInfo,
+    CredentialKind,
     Interception,
     ResponseError,
+    new_credential_info,
     new_response_error,
 )
 from aibridge.providers import BRIDGED, UNKNOWN, Provider, RouteMatch
@@ -50,10 +56,17 @@ class FlowState:
     caller: Caller
     credential: UpstreamCredential | None = None
     info: CredentialInfo | None = None
+    scrubbed: bool = False
     interception: Interception | None = None
+    admission: Admission | None = None
     tap: StreamTap | None = None
     timer: asyncio.TimerHandle | None = None
     timed_out: float | None = None  # the timeout that fired, in seconds
+    synthesized: bool = False  # the response is the bridge's own, not the provider's
+
+    @property
+    def anthropic(self) -> bool:
+        return self.provider.type == "anthropic"
 
     def stop_timer(self) -> None:
         if self.timer is not None:
@@ -64,6 +77,8 @@ class FlowState:
 class Bridge:
     def __init__(self) -> None:
         self.settings: Settings | None = None
+        self.counters = Registry()  # survives config reloads; telemetry reads it
+        self._client: httpx2.AsyncClient | None = None  # for failover re-sends
         self._callers: weakref.WeakKeyDictionary[connection.Client, Caller] = (
             weakref.WeakKeyDictionary())
         self._flows: weakref.WeakKeyDictionary[http.HTTPFlow, FlowState] = (
@@ -74,6 +89,9 @@ class Bridge:
     def load(self, loader) -> None:
         loader.add_option("bridge_config", str | None, None,
                           "AI Bridge configuration file (TOML). Keys never go in options.")
+        loader.add_option("bridge_access_log", str, "stderr",
+                          "Where the one line per interception goes: stderr, event-log "
+                          "(mitmproxy's log, shown in mitmweb), a file path, or off.")
 
     def configure(self, updated: set[str]) -> None:
         if "connection_strategy" in updated and ctx.options.connection_strategy != "lazy":
@@ -81,14 +99,25 @@ class Bridge:
             # answer offline; lazy lets the request hook decide first.
             logger.info("aibridge: using connection_strategy=lazy")
             ctx.options.connection_strategy = "lazy"
+        if "bridge_access_log" in updated:
+            accesslog.configure(ctx.options.bridge_access_log)
         if "bridge_config" in updated:
             try:
-                settings = Settings.load(ctx.options.bridge_config)
+                settings = Settings.load(ctx.options.bridge_config, self.counters)
             except ConfigError as e:
                 raise exceptions.OptionsError(f"aibridge: {e}") from None
             self.settings = settings
             for line in settings.describe():
                 logger.info(f"aibridge: {line}")
+
+        if self._client is not None and updated & {"bridge_config", "ssl_insecure",
+                                                   "ssl_verify_upstream_trusted_ca"}:
+            old, self._client = self._client, None
+            asyncio.get_running_loop().create_task(old.aclose())
+
+    async def done(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
 
     def running(self) -> None:
         problems = mitm_internals.install(failures.generic)
@@ -156,15 +185,19 @@ class Bridge:
                 body = parse_json_object(flow.request, limit)
             elif len(flow.request.raw_content or b"") > limit:
                 raise too_large(limit)
+            if state.match.kind == BRIDGED:
+                assert state.match.route is not None
+                req = parse_request(state.match.route, body)
+                state.admission = self._admit(state, flow.request.path, req.model)
+            pool = state.provider.pool
             credential = resolve_credential(state.provider, flow.request.headers,
-                                            state.caller.token)
+                                            state.caller.token,
+                                            attempt=pool.attempt() if pool else None)
         except ResponseError as e:
             self._reply(flow, state, e)
             return
         state.credential, state.info = credential, credential.info
         if state.match.kind == BRIDGED:
-            assert state.match.route is not None
-            req = parse_request(state.match.route, body)
             state.interception = Interception(
                 provider=state.provider.name, provider_type=state.provider.type,
                 route=flow.request.path.split("?", 1)[0], model=req.model,
@@ -193,11 +226,20 @@ class Bridge:
             else:
                 response.stream = True
 
-    def response(self, flow: http.HTTPFlow) -> None:
+    async def response(self, flow: http.HTTPFlow) -> None:
         state = self._flows.pop(flow, None)
-        if state is None:
+        if state is None or flow.response is None:
             return
+        state.stop_timer()
         self._scrub(flow, state)
+        cred = state.credential
+        if cred is not None and cred.key is not None and not state.synthesized:
+            await self._fail_over(flow, state, cred)
+        if flow.response.status_code >= 400 and not state.synthesized:
+            self._convert_error(flow, state)
+        if cred is not None and cred.attempt is not None:
+            cred.attempt.finish()
+        self._record_circuit(state, flow.response.status_code)
         flowinfo.finish(flow, state.interception, state.tap, state.match.route)
 
     def error(self, flow: http.HTTPFlow) -> None:
@@ -206,9 +248,82 @@ class Bridge:
             return
         state.stop_timer()
         self._scrub(flow, state)
-        if flow.error is not None and not failures.is_client_cancel(flow.error.msg):
+        cancelled = flow.error is not None and failures.is_client_cancel(flow.error.msg)
+        if not cancelled:
             self._explain_failure(flow, state)
+        if state.credential is not None and state.credential.attempt is not None:
+            state.credential.attempt.finish()
+        if state.admission is not None and self.settings and self.settings.breakers:
+            if cancelled:
+                self.settings.breakers.release(state.admission)
+            elif flow.response is None:  # no answer at all: the provider is unreachable
+                self.settings.breakers.record(state.admission, failure=True)
+            else:
+                self._record_circuit(state, flow.response.status_code)
         flowinfo.finish(flow, state.interception, state.tap, state.match.route)
+
+    async def _fail_over(self, flow: http.HTTPFlow, state: FlowState,
+                         cred: UpstreamCredential) -> None:
+        assert flow.response is not None
+        streaming = state.interception.streaming if state.interception else False
+        try:
+            outcome = await failover.after_response(
+                flow.response, state.provider, cred, streaming=streaming,
+                client=self._resend_client(), request=flow.request)
+        except Exception:  # a bug here must not cost the client the provider's answer
+            logger.exception("aibridge: failover failed; returning the provider's answer")
+            return
+        if outcome.key is not cred.key:
+            info = new_credential_info(CredentialKind.CENTRALIZED, outcome.key.secret,
+                                       cred.header)
+            state.info = info
+            if state.interception is not None:
+                state.interception.credential = info
+            flowinfo.sent(flow, info, state.interception)
+        flow.metadata[flowinfo.KEY]["key_attempts"] = (
+            cred.attempt.attempts if cred.attempt else 1)
+        if outcome.response is not None:
+            flow.response = outcome.response
+            self._scrub_value(flow, cred.header, state.info)
+        elif outcome.error is not None:
+            headers = failover.RETRY_NOW if outcome.retry_now else None
+            flow.response = outcome.error.to_response(anthropic=state.anthropic, headers=headers)
+            state.synthesized = True
+
+    def _convert_error(self, flow: http.HTTPFlow, state: FlowState) -> None:
+        response = flow.response
+        assert response is not None
+        body = response.get_content(strict=False) or b""
+        converted = convert_error(state.provider.name, state.provider.type,
+                                  response.status_code, response.headers, body,
+                                  error_format=self._settings().config.resilience.error_format)
+        if converted is not None:
+            response.headers = converted_response_headers(response.headers)
+            response.content = converted
+
+    def _admit(self, state: FlowState, path: str, model: str) -> Admission | None:
+        breakers = self._settings().breakers
+        if breakers is None:
+            return None
+        admission = breakers.admit(state.provider.name, path.split("?", 1)[0], model)
+        if not admission.allowed:
+            raise circuit_open_error(admission.retry_after)
+        return admission
+
+    def _record_circuit(self, state: FlowState, status: int) -> None:
+        breakers = self.settings.breakers if self.settings else None
+        if breakers is None or state.admission is None:
+            return
+        overloaded = state.tap is not None and state.tap.summary.error_type in (
+            "overloaded_error", "overloaded")
+        breakers.record(state.admission,
+                        failure=breakers.is_failure_status(status) or overloaded)
+
+    def _resend_client(self) -> httpx2.AsyncClient:
+        if self._client is None:
+            self._client = resend.new_client(resend.upstream_ssl_context(ctx.options),
+                                             self._settings().config.resilience.upstream_timeout)
+        return self._client
 
     def _explain_failure(self, flow: http.HTTPFlow, state: FlowState) -> None:
         """Prepare what mitmproxy sends this client instead of its HTML page or a cut stream."""
@@ -257,20 +372,27 @@ class Bridge:
         return self._settings().registry.for_host(client.sni)
 
     def _reply(self, flow: http.HTTPFlow, state: FlowState, error: ResponseError) -> None:
-        flow.response = error.to_response(anthropic=state.provider.type == "anthropic")
+        flow.response = error.to_response(anthropic=state.anthropic)
+        state.synthesized = True
+        if state.admission is not None and self.settings and self.settings.breakers:
+            self.settings.breakers.release(state.admission)  # refused before going upstream
+            state.admission = None
         flowinfo.rejected(flow, error)
 
     def _scrub(self, flow: http.HTTPFlow, state: FlowState) -> None:
         """Once the request is on the wire, keep only the masked hint in the flow, so saved
         flows, HAR files and mitmweb never hold the key."""
         cred = state.credential
-        if cred is None:
+        if cred is None or state.scrubbed:
             return
-        if cred.header in flow.request.headers:
-            masked = cred.info.hint
-            flow.request.headers[cred.header] = (
-                f"Bearer {masked}" if cred.value.startswith("Bearer ") else masked)
-        state.credential = None
+        self._scrub_value(flow, cred.header, cred.info)
+        state.scrubbed = True
+
+    @staticmethod
+    def _scrub_value(flow: http.HTTPFlow, header: str, info: CredentialInfo | None) -> None:
+        if info is not None and header in flow.request.headers:
+            bearer = flow.request.headers[header].startswith("Bearer ")
+            flow.request.headers[header] = f"Bearer {info.hint}" if bearer else info.hint
 
 
 def is_event_stream(response: http.Response) -> bool:

@@ -5,10 +5,10 @@ metadata is saved with the flow."""
 from __future__ import annotations
 
 import json
-import logging
 
 from mitmproxy import http
 
+from aibridge.accesslog import access
 from aibridge.failures import is_client_cancel
 from aibridge.intercept import Actor, CredentialInfo, Interception, ResponseError
 from aibridge.providers import Provider, RouteMatch
@@ -16,7 +16,6 @@ from aibridge.providers.parsing import summarize_json
 from aibridge.summary import ResponseSummary
 from aibridge.tap import StreamTap
 
-logger = logging.getLogger("aibridge")
 KEY = "aibridge"
 
 
@@ -43,7 +42,7 @@ def rejected(flow: http.HTTPFlow, error: ResponseError) -> None:
     meta.update(outcome="rejected", error={"status": error.status, "message": error.message})
     flow.comment = f"aibridge rejected: {error.status} {error.message}"
     flow.marked = ":no_entry:"
-    logger.info(f"aibridge: rejected {flow.request.method} {flow.request.path.split('?')[0]} "
+    access.info(f"aibridge: rejected {flow.request.method} {flow.request.path.split('?')[0]} "
                 f"from {meta.get('actor', {}).get('id', '?')}: {error.status} {error.message}")
 
 
@@ -70,7 +69,7 @@ def finish(flow: http.HTTPFlow, interception: Interception | None, tap: StreamTa
                     f"{tokens} · {outcome}" + (f": {reason}" if reason else ""))
     flow.marked = {"completed": "", "cancelled": ":grey_question:"}.get(outcome, ":x:")
     status = flow.response.status_code if flow.response else "-"
-    logger.info(f"aibridge: {interception.id} actor={actor} provider={interception.provider} "
+    access.info(f"aibridge: {interception.id} actor={actor} provider={interception.provider} "
                 f"model={interception.model} stream={interception.streaming} status={status} "
                 f"credential={interception.credential.kind}:{hint} {tokens} outcome={outcome}"
                 + (f" reason={reason!r}" if reason else ""))

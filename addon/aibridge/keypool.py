@@ -51,20 +51,21 @@ class KeyPoolError(Exception):
     @property
     def message(self) -> str:
         if self.kind is PoolErrorKind.RATE_LIMITED:
-            delay = format_duration(self.retry_after)
+            # Whole seconds, rounded up: the same figure as the Retry-After header.
+            delay = format_duration(math.ceil(self.retry_after))
             return f"all configured keys are rate-limited (retry after {delay})"
         return "all configured keys failed authentication"
 
 
 def format_duration(seconds: float) -> str:
     """Go `time.Duration` style (`3s`, `1.5s`, `1m0s`), the wording clients already match on."""
-    if seconds < 60:
-        return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
-    minutes, secs = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{int(minutes)}m{format_duration(secs)}"
-    hours, minutes = divmod(int(minutes), 60)
-    return f"{hours}h{minutes}m{format_duration(secs)}"
+    millis = round(seconds * 1000)  # round first, so 59.9996 s is 1m0s and never "60s"
+    minutes, millis = divmod(millis, 60_000)
+    secs = f"{millis / 1000:.3f}".rstrip("0").rstrip(".") + "s"
+    if not minutes:
+        return secs
+    hours, minutes = divmod(minutes, 60)
+    return (f"{hours}h" if hours else "") + f"{minutes}m{secs}"
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,20 @@ class KeyPool:
     def select(self) -> Key:
         """The first usable key of a fresh walk; for callers that do not fail over."""
         return self.attempt().next()
+
+    def has_valid_besides(self, key: Key) -> bool:
+        """Whether a retry right now would get a different, healthy key."""
+        with self._lock:
+            now = self._clock()
+            return any(h.state(now) is KeyState.VALID
+                       for k, h in zip(self.keys, self._health, strict=True) if k != key)
+
+    def exhaustion(self) -> KeyPoolError:
+        """The error for a request that finds no usable key now (counted as an exhaustion)."""
+        with self._lock:
+            error = self._exhausted(self._clock())
+        self.counters.key_exhaustions.inc(provider=self.provider, outcome=str(error.kind))
+        return error
 
     def should_fail_over(self, status: int) -> bool:
         """Only key-specific refusals move on to the next key; 5xx and 529 go back as is."""

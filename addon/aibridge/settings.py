@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aibridge.actors import ActorDirectory, load_actors, local_user_actor
+from aibridge.circuit import BreakerSettings, CircuitBreakers
 from aibridge.config import BridgeConfig, load_config
+from aibridge.counters import Registry
 from aibridge.intercept import Actor
 from aibridge.providers import ProviderRegistry, build_registry
 
@@ -18,20 +20,27 @@ class Settings:
     registry: ProviderRegistry
     actors: ActorDirectory
     local_actor: Actor
+    breakers: CircuitBreakers | None
 
     @classmethod
-    def load(cls, config_path: str | None) -> Settings:
+    def load(cls, config_path: str | None, counters: Registry | None = None) -> Settings:
         """Raises `ConfigError` with a message fit for the start-up log."""
+        counters = counters if counters is not None else Registry()
         config, base_dir = load_config(config_path)
+        circuit = config.resilience.circuit
         actors_file = config.auth.actors_file
         if actors_file is not None and not actors_file.is_absolute():
             actors_file = base_dir / actors_file
         return cls(
             config=config,
             config_path=config_path,
-            registry=build_registry(config, base_dir),
+            registry=build_registry(config, base_dir, counters=counters),
             actors=load_actors(Path(actors_file) if actors_file else None),
             local_actor=local_user_actor(),
+            breakers=CircuitBreakers(BreakerSettings(
+                failure_threshold=circuit.failures, window=circuit.window,
+                open_for=circuit.open_for, half_open_probes=circuit.half_open_probes),
+                counters=counters) if circuit.enabled else None,
         )
 
     def describe(self) -> list[str]:

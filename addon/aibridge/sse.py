@@ -26,12 +26,33 @@ class SSEEvent:
     id: str | None = None  # the last event ID seen on the stream, as the spec tracks it
 
 
+# What `SSEParser.feed_raw` returns per event: (event, data as undecoded UTF-8, id), as in
+# SSEEvent. A plain tuple because the tap builds one per streamed token.
+RawEvent = tuple[str | None, bytes, str | None]
+
+_NAMES: dict[bytes, str | None] = {}  # decoded `event:` values; providers use a dozen or so
+_MAX_NAMES = 256
+
+
+def _name(value: bytes) -> str | None:
+    name = _NAMES.get(value, _NAMES)
+    if name is _NAMES:
+        name = value.decode("utf-8", "replace") or None
+        if len(_NAMES) < _MAX_NAMES:
+            _NAMES[value] = name
+    return name  # type: ignore[return-value]
+
+
 class SSEParser:
     """Feed bytes, get complete events back.
 
     Lines are split on bytes (`\\r\\n`, `\\r` or `\\n`), so multibyte UTF-8 characters split
     across chunks are only decoded once the whole line is present. A `\\r` ending one chunk
     and a `\\n` starting the next count as one line break.
+
+    `feed_raw` is the tap's per-chunk path. In chunks without `\\r` (what LLM APIs send) the
+    usual `data:` and `event:`+`data:` frames are taken whole; anything else goes line by
+    line through the general WHATWG rules, with identical results.
     """
 
     def __init__(self, max_line: int = DEFAULT_MAX_LINE) -> None:
@@ -41,12 +62,79 @@ class SSEParser:
         self._discarding = False  # inside an over-long line: drop bytes until its end
         self._skip_lf = False  # the previous chunk ended with `\r`
         self._first_line = True
+        # Any of the three flags above: the next chunk must take the line-by-line path.
+        self._lines_only = True
         self._event: str | None = None
-        self._data: list[str] = []
+        self._data: list[bytes] = []
         self._last_id: str | None = None
 
     def feed(self, data: bytes) -> list[SSEEvent]:
-        events: list[SSEEvent] = []
+        return [SSEEvent(n, d.decode("utf-8", "replace"), i) for n, d, i in self.feed_raw(data)]
+
+    def flush(self) -> list[SSEEvent]:
+        """End of stream: treat a pending partial line and event as terminated."""
+        return [SSEEvent(n, d.decode("utf-8", "replace"), i) for n, d, i in self.flush_raw()]
+
+    def feed_raw(self, data: bytes) -> list[RawEvent]:
+        """Like `feed`, with each event's data left as bytes (decode with "replace")."""
+        # `0x0D in data` is a memchr; `b"\\r" in data` is several times slower.
+        if self._lines_only or 0x0D in data:
+            events = self._feed_lines(data)
+            self._lines_only = self._skip_lf or self._first_line or self._discarding
+            return events
+        events: list[RawEvent] = []
+        if self._partial:
+            self._partial += data
+            data = bytes(self._partial)
+            self._partial.clear()
+        # `data` starts at a line start. Frames that are one `data: ` line, or an `event: `
+        # line and a `data: ` line, then a blank line, are taken whole; other lines go
+        # through `_line`. Only single-byte finds (memchr) scan the bytes.
+        find = data.find
+        startswith = data.startswith
+        size = len(data)
+        pos = 0
+        while (nl := find(10, pos)) >= 0:
+            if not self._data and nl + 1 < size and data[nl + 1] == 10:
+                if startswith(b"data: ", pos):
+                    events.append((self._event, data[pos + 6 : nl], self._last_id))
+                    self._event = None
+                    pos = nl + 2
+                    continue
+            elif (
+                not self._data
+                and startswith(b"event: ", pos)
+                and startswith(b"data: ", nl + 1)
+                and (end := find(10, nl + 7)) >= 0
+                and end + 1 < size
+                and data[end + 1] == 10
+            ):
+                events.append((_name(data[pos + 7 : nl]), data[nl + 7 : end], self._last_id))
+                self._event = None
+                pos = end + 2
+                continue
+            self._line(data[pos:nl], events)
+            pos = nl + 1
+        if pos < size:
+            self._keep(data[pos:] if pos else data)
+            self._lines_only = self._discarding
+        return events
+
+    def flush_raw(self) -> list[RawEvent]:
+        """Like `flush`, with each event's data left as bytes."""
+        events: list[RawEvent] = []
+        if self._partial and not self._discarding:
+            self._line(bytes(self._partial), events)
+        self._partial.clear()
+        self._discarding = False
+        self._skip_lf = False
+        self._line(b"", events)
+        self._lines_only = self._first_line
+        return events
+
+    def _feed_lines(self, data: bytes) -> list[RawEvent]:
+        """The general path: any line endings, a pending `\\r`, the BOM, an over-long line."""
+        events: list[RawEvent] = []
         if self._skip_lf and data:
             self._skip_lf = False
             if data[0] == 0x0A:
@@ -77,17 +165,6 @@ class SSEParser:
             self._keep(tail)
         return events
 
-    def flush(self) -> list[SSEEvent]:
-        """End of stream: treat a pending partial line and event as terminated."""
-        events: list[SSEEvent] = []
-        if self._partial and not self._discarding:
-            self._line(bytes(self._partial), events)
-        self._partial.clear()
-        self._discarding = False
-        self._skip_lf = False
-        self._line(b"", events)
-        return events
-
     def _keep(self, piece: bytes) -> None:
         if self._discarding:
             return
@@ -98,14 +175,17 @@ class SSEParser:
             return
         self._partial += piece
 
-    def _line(self, line: bytes, events: list[SSEEvent]) -> None:
+    def _line(self, line: bytes, events: list[RawEvent]) -> None:
         if self._first_line:
             self._first_line = False
             if line.startswith(_BOM):
                 line = line[len(_BOM) :]
         if not line:
             if self._data:
-                events.append(SSEEvent(self._event, "\n".join(self._data), self._last_id))
+                data = self._data
+                events.append(
+                    (self._event, data[0] if len(data) == 1 else b"\n".join(data), self._last_id)
+                )
                 self._data = []
             self._event = None
             return
@@ -115,9 +195,9 @@ class SSEParser:
         if colon and value[:1] == b" ":
             value = value[1:]
         if field == b"data":
-            self._data.append(value.decode("utf-8", "replace"))
+            self._data.append(value)
         elif field == b"event":
-            self._event = value.decode("utf-8", "replace") or None
+            self._event = _name(value)
         elif field == b"id" and b"\x00" not in value:
             self._last_id = value.decode("utf-8", "replace")
         # `retry` and unknown fields are irrelevant to a passive reader.
@@ -138,6 +218,7 @@ class BodyDecoder:
         names = [n.strip().lower() for n in (content_encoding or "").split(",")]
         # Bound C methods where possible: this runs once per chunk.
         self._stages = [_stage(n) for n in reversed(names) if n and n != "identity"]
+        self.identity = not self._stages  # decode() returns its argument: callers may skip it
 
     def decode(self, chunk: bytes) -> bytes:
         for decode, _ in self._stages:

@@ -41,9 +41,10 @@ class StreamTap:
             self.parse_error = str(e)  # pass-through only: the bytes are unreadable to us
             self._decoder = BodyDecoder(None)
         # Bound once: the per-chunk path should allocate nothing beyond decode/parse output.
-        self._decode = self._decoder.decode
-        self._parse = self._parser.feed
-        self._feed_event = self._accumulator.feed
+        # Events stay bytes from parser to accumulator (jiter reads them without decoding).
+        self._decode = None if self._decoder.identity else self._decoder.decode
+        self._parse = self._parser.feed_raw
+        self._feed_events = self._accumulator.feed_raw
 
     @property
     def summary(self) -> ResponseSummary:
@@ -69,8 +70,10 @@ class StreamTap:
                 self._first_chunk()
             if self.parse_error is None:
                 try:
-                    for event in self._parse(self._decode(chunk)):
-                        self._feed_event(event)
+                    decode = self._decode
+                    events = self._parse(chunk if decode is None else decode(chunk))
+                    if events:
+                        self._feed_events(events)
                 except Exception as e:
                     self._fail(e)
         elif not self.ended:
@@ -92,10 +95,9 @@ class StreamTap:
 
     def _finish(self) -> None:
         """End of body: drain the decoder, then dispatch an event missing its blank line."""
-        events = self._parser.feed(self._decoder.flush())
-        events += self._parser.flush()
-        for event in events:
-            self._accumulator.feed(event)
+        events = self._parser.feed_raw(self._decoder.flush())
+        events += self._parser.flush_raw()
+        self._accumulator.feed_raw(events)
 
     def _fail(self, error: Exception) -> None:
         self.parse_error = f"{type(error).__name__}: {error}"

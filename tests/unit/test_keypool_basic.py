@@ -47,7 +47,7 @@ def test_pool_repr_hides_the_secrets():
     ("retry_after", "message"),
     [
         (3, "all configured keys are rate-limited (retry after 3s)"),
-        (1.5, "all configured keys are rate-limited (retry after 1.5s)"),
+        (1.5, "all configured keys are rate-limited (retry after 2s)"),  # as Retry-After: 2
         (60, "all configured keys are rate-limited (retry after 1m0s)"),
         (0, "all configured keys are rate-limited (retry after 0s)"),
         (-2, "all configured keys are rate-limited (retry after 0s)"),
@@ -98,11 +98,6 @@ def test_format_duration(seconds, text):
     assert format_duration(seconds) == text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: format_duration rounds the seconds part to ms after splitting off minutes, "
-    "so values just below a minute boundary print as '60s' / '1m60s'",
-)
 @pytest.mark.parametrize(
     ("seconds", "allowed"),
     [(59.9996, {"1m0s", "59.9996s"}), (119.9996, {"2m0s", "1m59.9996s"})],

@@ -508,11 +508,11 @@ def test_parser_bug_never_breaks_the_stream(monkeypatch: pytest.MonkeyPatch) -> 
     tap = StreamTap("messages", None)
     calls = []
 
-    def boom(event: object) -> None:
-        calls.append(event)
+    def boom(events: object) -> None:
+        calls.append(events)
         raise KeyError("bug")
 
-    monkeypatch.setattr(tap, "_feed_event", boom)
+    monkeypatch.setattr(tap, "_feed_events", boom)
     run(tap, STREAMS["messages"], 50)
     assert tap.parse_error == "KeyError: 'bug'"
     assert len(calls) == 1  # parsing stopped at the first failure; bytes kept flowing

@@ -9,12 +9,18 @@ Token conventions are documented in `aibridge.summary`.
 from __future__ import annotations
 
 import json
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from aibridge.sse import SSEEvent
+from aibridge.sse import RawEvent, SSEEvent
 from aibridge.summary import ResponseSummary, ToolCall
+
+try:  # jiter comes with the openai SDK; it parses these small objects ~4x faster than json
+    from jiter import from_json as _jiter_loads
+except ImportError:  # pragma: no cover - json alone is only slower
+    _jiter_loads = None
 
 ROUTES = ("messages", "chat", "responses")
 UNKNOWN_MODEL = "unknown"
@@ -58,6 +64,41 @@ def _last(v: object) -> dict:
 
 def _dumps(v: object) -> str:
     return json.dumps(v, ensure_ascii=False, separators=(",", ":"))
+
+
+def _json_text(text: str) -> object:
+    """json.loads, or None for anything that is not JSON (the reference verdict)."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _json_str(text: str) -> object:
+    """An event's data as JSON: jiter when it accepts the text, json otherwise.
+
+    Where jiter succeeds it agrees with json.loads; whatever it refuses (lone surrogates,
+    nesting past its limit, ...) is retried with json.loads, so the verdict is always json's.
+    """
+    if _jiter_loads is not None:
+        try:
+            return _jiter_loads(text.encode())
+        except Exception:
+            pass
+    return _json_text(text)
+
+
+def _json_bytes(data: bytes) -> object:
+    """`_json_str(data.decode("utf-8", "replace"))` without decoding when jiter accepts it."""
+    if _jiter_loads is not None:
+        try:
+            return _jiter_loads(data)  # invalid UTF-8 fails here and is retried below
+        except Exception:
+            pass
+    return _json_text(data.decode("utf-8", "replace"))
+
+
+_loads = _jiter_loads or _json_bytes  # feed_raw's first try (then _json_text if it raises)
 
 
 # --- requests -------------------------------------------------------------------------
@@ -283,6 +324,104 @@ _WHOLE: dict[str, Callable[[ResponseSummary, dict], None]] = {
 # --- streams -------------------------------------------------------------------------
 
 
+# Providers stream one JSON object per token and, from token to token, repeat the same
+# bytes with only the text changed. `_Shortcut` lets such events skip JSON parsing.
+_KEY_COLON_QUOTE = re.compile(rb'\s*:\s*"')
+_STRING_BODY = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*', re.DOTALL)
+_PADDING_KEY = b'"obfuscation"'  # OpenAI's random padding against length side channels
+_PADDING = re.compile(_PADDING_KEY + rb'\s*:\s*"')
+_SHORTCUT_BUILDS = 32  # per stream: bounds the cost on streams that never repeat
+
+
+class _Shortcut:
+    """A text-only event the full parser has just handled, with its text string cut out.
+
+    An event whose bytes are `prefix`, a JSON string body, then the template's remaining
+    bytes (`suffix`; or `middle`, alphanumeric padding and `suffix` when the template had an
+    "obfuscation" string after the text) parses to the template's object with only that
+    string changed, so its effect is known without parsing it: output, plus the string's
+    exact length in text_chars or the string appended to a tool call's arguments. Only the
+    string literal itself is decoded (which also validates it).
+
+    `build` only accepts templates where this reasoning holds: no backslash outside the
+    string (so no key is spelled with escapes), the string's key occurring exactly once,
+    and the decoded literal equal to the value the parser saw under that key.
+    """
+
+    __slots__ = ("always_output", "args_key", "counts", "middle", "prefix", "start", "suffix")
+
+    def __init__(self, prefix: bytes, middle: bytes | None, suffix: bytes) -> None:
+        self.prefix = prefix  # ends with the string's opening quote
+        self.start = len(prefix)
+        self.middle = middle  # from the string's closing quote to the padding's opening one
+        self.suffix = suffix  # from the closing quote (of the padding, if any) to the end
+        self.counts = False  # the string is output text: add its length to text_chars
+        self.always_output = False  # output even if the string is empty
+        self.args_key: tuple[int, ...] | None = None  # the string is a tool-arguments piece
+
+    @staticmethod
+    def build(data: bytes, key: bytes, value: str) -> _Shortcut | None:
+        if _jiter_loads is None:
+            return None
+        quoted = b'"' + key + b'"'
+        at = data.find(quoted)
+        if at < 0 or data.count(quoted) != 1:
+            return None
+        if not (colon := _KEY_COLON_QUOTE.match(data, at + len(quoted))):
+            return None
+        start = colon.end()
+        close = _STRING_BODY.match(data, start).end()
+        if close >= len(data) or data.find(92, 0, start) >= 0 or data.find(92, close) >= 0:
+            return None
+        try:
+            if _jiter_loads(data[start - 1 : close + 1]) != value:
+                return None
+        except Exception:
+            return None
+        padding = _PADDING.search(data, close)
+        if padding is None:
+            if data.find(_PADDING_KEY) >= 0:  # before the text: it would differ every time
+                return None
+            return _Shortcut(data[:start], None, data[close:])
+        pad_start = padding.end()
+        pad_end = data.find(34, pad_start)
+        if pad_end < 0 or data.count(_PADDING_KEY) != 1:
+            return None
+        pad = data[pad_start:pad_end]
+        if pad and not pad.isalnum():
+            return None
+        return _Shortcut(data[:start], data[close:pad_start], data[pad_end:])
+
+    def string(self, data: bytes) -> str | None:
+        """The string in `data` (which starts with `prefix`) if it fits the template."""
+        start = self.start
+        close = data.find(34, start)
+        if close < 0:
+            return None
+        if data[close - 1] == 92:  # perhaps an escaped quote: find the string's real end
+            close = _STRING_BODY.match(data, start).end()  # type: ignore[union-attr]
+            if close >= len(data):
+                return None
+        suffix = self.suffix
+        middle = self.middle
+        if middle is None:
+            if len(data) - close != len(suffix) or not data.endswith(suffix):
+                return None
+        else:
+            pad_start = close + len(middle)
+            pad_end = len(data) - len(suffix)
+            if pad_end < pad_start or not data.startswith(middle, close):
+                return None
+            if not data.endswith(suffix):
+                return None
+            if pad_end > pad_start and not data[pad_start:pad_end].isalnum():
+                return None
+        try:  # validates the literal: escapes, control characters, UTF-8
+            return _jiter_loads(data[start - 1 : close + 1])  # type: ignore[misc]
+        except Exception:
+            return None
+
+
 class StreamAccumulator:
     """Builds a ResponseSummary from SSE events as they arrive.
 
@@ -298,6 +437,7 @@ class StreamAccumulator:
     def __init__(self, route: str) -> None:
         _check_route(route)
         self.route = route
+        self._is_chat = route == "chat"
         self.bad_events = 0  # events whose data was not a JSON object
         self.first_token_at: float | None = None  # time.monotonic() of the first output
         self._summary = ResponseSummary()
@@ -305,6 +445,13 @@ class StreamAccumulator:
         # Tool calls still receiving argument pieces: stream key -> (call, pieces).
         self._tools: dict[tuple[int, ...], tuple[ToolCall, list[str]]] = {}
         self._dirty = False
+        self._shortcut: _Shortcut | None = None
+        self._builds = _SHORTCUT_BUILDS
+        # Responses events carry a sequence number, so no two have the same bytes.
+        self._learn: Callable[[bytes, dict], _Shortcut | None] | None = {
+            "chat": self._learn_chat,
+            "messages": self._learn_messages,
+        }.get(route)
 
     @property
     def summary(self) -> ResponseSummary:
@@ -323,16 +470,128 @@ class StreamAccumulator:
         if data == "[DONE]" and self.route == "chat":
             s.completed = True
             return
-        try:
-            obj = json.loads(data)
-        except (ValueError, RecursionError):
-            obj = None
-        if not isinstance(obj, dict):
-            self.bad_events += 1
-            if event.event == "error":  # an error we cannot parse is still an error
-                _set_error(s, data[:1024] or None, None)
-            return
-        self._handle(event.event, obj)
+        obj = _json_str(data)
+        if isinstance(obj, dict):
+            self._handle(event.event, obj)
+        else:
+            self._not_an_object(event.event, data)
+
+    def feed_raw(self, events: Sequence[RawEvent]) -> None:
+        """Feed events as `SSEParser.feed_raw` returns them; same effect as `feed` on each."""
+        s = self._summary
+        s.events += len(events)
+        handle = self._handle
+        chat = self._is_chat
+        loads = _loads
+        shortcut = self._shortcut
+        for name, data, _ in events:
+            if (
+                shortcut is not None
+                and data.startswith(shortcut.prefix)
+                and (piece := shortcut.string(data)) is not None
+            ):
+                if self.first_token_at is None and (piece or shortcut.always_output):
+                    self.first_token_at = time.monotonic()
+                if shortcut.counts:
+                    s.text_chars += len(piece)
+                elif shortcut.args_key is not None:
+                    self._append_args(shortcut.args_key, piece)
+                continue
+            if chat and data == b"[DONE]":
+                s.completed = True
+                continue
+            try:
+                obj = loads(data)
+            except Exception:  # jiter refused it: json decides, as in `feed`
+                obj = _json_text(data.decode("utf-8", "replace"))
+            if isinstance(obj, dict):
+                handle(name, obj)
+                # Learn from a new shape only: a miss on the current one (an escaped quote in
+                # the text, say) would just rebuild it.
+                if (
+                    self._learn is not None
+                    and self._builds > 0
+                    and (shortcut is None or not data.startswith(shortcut.prefix))
+                    and (learned := self._learn(data, obj)) is not None
+                ):
+                    self._shortcut = shortcut = learned
+            else:
+                self._not_an_object(name, data.decode("utf-8", "replace"))
+
+    def _not_an_object(self, name: str | None, data: str) -> None:
+        self.bad_events += 1
+        if name == "error":  # an error we cannot parse is still an error
+            _set_error(self._summary, data[:1024] or None, None)
+
+    def _build(self, data: bytes, key: bytes, value: str) -> _Shortcut | None:
+        self._builds -= 1
+        return _Shortcut.build(data, key, value)
+
+    def _learn_messages(self, data: bytes, obj: dict) -> _Shortcut | None:
+        """A shortcut from a text, thinking or tool-input delta (any other is not text-only)."""
+        if obj.get("type") != "content_block_delta":  # then the SSE event name is moot
+            return None
+        delta = obj.get("delta")
+        if not isinstance(delta, dict):
+            return None
+        kind = delta.get("type")
+        if kind == "text_delta":
+            key = b"text"
+        elif kind == "thinking_delta":
+            key = b"thinking"
+        elif kind == "input_json_delta":
+            key = b"partial_json"
+        else:
+            return None
+        value = delta.get(key.decode())
+        if not isinstance(value, str) or (shortcut := self._build(data, key, value)) is None:
+            return None
+        shortcut.always_output = True
+        shortcut.counts = kind == "text_delta"
+        if kind == "input_json_delta":
+            shortcut.args_key = (_idx(obj.get("index")),)
+        return shortcut
+
+    def _learn_chat(self, data: bytes, obj: dict) -> _Shortcut | None:
+        """A shortcut from a chunk whose one choice has only text or one tool-call piece."""
+        if isinstance(obj.get("error"), dict) or isinstance(obj.get("usage"), dict):
+            return None
+        choices = obj.get("choices")
+        if not (isinstance(choices, list) and len(choices) == 1):
+            return None
+        choice = choices[0]
+        if not isinstance(choice, dict) or not isinstance(delta := choice.get("delta"), dict):
+            return None
+        finish = choice.get("finish_reason")
+        if finish and isinstance(finish, str):
+            return None
+        content = delta.get("content")
+        calls = delta.get("tool_calls")
+        if not (calls and isinstance(calls, list)):
+            if not isinstance(content, str) or (
+                shortcut := self._build(data, b"content", content)
+            ) is None:
+                return None
+            shortcut.counts = True
+            return shortcut
+        if (content and isinstance(content, str)) or len(calls) != 1:
+            return None
+        call = calls[0]
+        if not isinstance(call, dict) or "custom" in call:
+            return None
+        function = call.get("function")
+        if not isinstance(function, dict) or not isinstance(
+            arguments := function.get("arguments"), str
+        ):
+            return None
+        key = (_idx(choice.get("index")), _idx(call.get("index", 0)))
+        if key not in self._tools:
+            return None
+        if (shortcut := self._build(data, b"arguments", arguments)) is None:
+            return None
+        shortcut.always_output = True
+        shortcut.args_key = key
+        return shortcut
 
     def _output(self) -> None:
         if self.first_token_at is None:
@@ -351,14 +610,18 @@ class StreamAccumulator:
     def _messages(self, name: str | None, obj: dict) -> None:
         s = self._summary
         kind = obj.get("type") or name
-        if kind == "content_block_delta":  # the hot path: one per token
-            self._output()
-            delta = _d(obj.get("delta"))
-            delta_kind = delta.get("type")
-            if delta_kind == "text_delta":
-                s.text_chars += len(_text(delta.get("text")))
-            elif delta_kind == "input_json_delta":
-                self._append_args((_idx(obj.get("index")),), _text(delta.get("partial_json")))
+        if kind == "content_block_delta":  # the hot path: one per token, kept inline
+            if self.first_token_at is None:
+                self.first_token_at = time.monotonic()
+            delta = obj.get("delta")
+            if isinstance(delta, dict):
+                delta_kind = delta.get("type")
+                if delta_kind == "text_delta":
+                    text = delta.get("text")
+                    if isinstance(text, str):
+                        s.text_chars += len(text)
+                elif delta_kind == "input_json_delta":
+                    self._append_args((_idx(obj.get("index")),), _text(delta.get("partial_json")))
         elif kind == "message_start":
             message = _d(obj.get("message"))
             s.model = _s(message.get("model")) or s.model
@@ -389,42 +652,61 @@ class StreamAccumulator:
         if isinstance(error := obj.get("error"), dict):
             _set_error(s, _s(error.get("message")), _s(error.get("type")) or _s(error.get("code")))
             return
-        s.model = s.model or _s(obj.get("model"))
-        s.response_id = s.response_id or _s(obj.get("id"))
-        for choice in _list(obj.get("choices")):
-            choice = _d(choice)
-            delta = _d(choice.get("delta"))
-            if content := _text(delta.get("content")):
-                self._output()
-                s.text_chars += len(content)
-            for position, call in enumerate(_list(delta.get("tool_calls"))):
-                self._output()
-                call = _d(call)
-                # n > 1 choices each number their tool calls from 0.
-                key = (_idx(choice.get("index")), _idx(call.get("index", position)))
-                call_id, tool_name, arguments = _chat_tool_parts(call)
-                entry = self._tools.get(key)
-                if entry is None:
-                    self._start_tool(key, ToolCall(call_id or "", tool_name or "", ""))
-                else:  # id and name normally come only in the first delta
-                    entry[0].id = entry[0].id or call_id or ""
-                    entry[0].name = entry[0].name or tool_name or ""
-                self._append_args(key, arguments)
-            if finish := _s(choice.get("finish_reason")):
-                s.stop_reason = finish
-                s.completed = True
+        if s.model is None:
+            s.model = _s(obj.get("model"))
+        if s.response_id is None:
+            s.response_id = _s(obj.get("id"))
+        choices = obj.get("choices")
+        if isinstance(choices, list):  # the hot path (one chunk per token) is kept inline
+            for choice in choices:
+                if not isinstance(choice, dict):
+                    continue
+                delta = choice.get("delta")
+                if isinstance(delta, dict):
+                    content = delta.get("content")
+                    if content and isinstance(content, str):
+                        if self.first_token_at is None:
+                            self.first_token_at = time.monotonic()
+                        s.text_chars += len(content)
+                    calls = delta.get("tool_calls")
+                    if calls and isinstance(calls, list):
+                        self._chat_tools(_idx(choice.get("index")), calls)
+                finish = choice.get("finish_reason")
+                if finish and isinstance(finish, str):
+                    s.stop_reason = finish
+                    s.completed = True
         if isinstance(usage := obj.get("usage"), dict):
             _chat_usage(s, usage)
+
+    def _chat_tools(self, choice_index: int, calls: list) -> None:
+        self._output()
+        for position, call in enumerate(calls):
+            call = _d(call)
+            # n > 1 choices each number their tool calls from 0.
+            key = (choice_index, _idx(call.get("index", position)))
+            call_id, tool_name, arguments = _chat_tool_parts(call)
+            entry = self._tools.get(key)
+            if entry is None:
+                self._start_tool(key, ToolCall(call_id or "", tool_name or "", ""))
+            else:  # id and name normally come only in the first delta
+                entry[0].id = entry[0].id or call_id or ""
+                entry[0].name = entry[0].name or tool_name or ""
+            self._append_args(key, arguments)
 
     # Responses: typed events; every `*.delta` is model output.
     def _responses(self, name: str | None, obj: dict) -> None:
         s = self._summary
-        kind = _s(obj.get("type")) or name or ""
-        if kind.endswith(".delta"):
+        kind = obj.get("type")
+        if not (kind and isinstance(kind, str)):
+            kind = name or ""
+        if kind == "response.output_text.delta":  # the hot path: one per token, kept inline
+            if self.first_token_at is None:
+                self.first_token_at = time.monotonic()
+            if isinstance(delta := obj.get("delta"), str):
+                s.text_chars += len(delta)
+        elif kind.endswith(".delta"):
             self._output()
-            if kind == "response.output_text.delta":
-                s.text_chars += len(_text(obj.get("delta")))
-            elif kind in (
+            if kind in (
                 "response.function_call_arguments.delta",
                 "response.custom_tool_call_input.delta",
             ):

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from aibridge.config import BridgeConfig, ConfigError, ProviderConfig
+from aibridge.config import BridgeConfig, ConfigError, ProviderConfig, ResilienceConfig
+from aibridge.counters import Registry
 from aibridge.keypool import KeyPool
 from aibridge.providers.families import BUILTIN_HOSTS, FAMILIES, Family
 
@@ -86,15 +87,17 @@ class ProviderRegistry:
 
 
 def build_registry(config: BridgeConfig, base_dir: Path,
-                   environ: Mapping[str, str] | None = None) -> ProviderRegistry:
+                   environ: Mapping[str, str] | None = None,
+                   counters: Registry | None = None) -> ProviderRegistry:
     env = os.environ if environ is None else environ
+    counters = counters if counters is not None else Registry()
     merged = {name: ProviderConfig() for name in BUILTIN_HOSTS} | dict(config.providers)
     providers: list[Provider] = []
     by_host: dict[str, Provider] = {}
     for name, pc in merged.items():
         if not pc.enabled:
             continue
-        provider = _build_provider(name, pc, base_dir, env)
+        provider = _build_provider(name, pc, base_dir, env, config.resilience, counters)
         for host in provider.hosts:
             if host in by_host:
                 raise ConfigError(f"host {host!r} is claimed by providers "
@@ -104,8 +107,8 @@ def build_registry(config: BridgeConfig, base_dir: Path,
     return ProviderRegistry(tuple(providers), by_host)
 
 
-def _build_provider(name: str, pc: ProviderConfig, base_dir: Path,
-                    env: Mapping[str, str]) -> Provider:
+def _build_provider(name: str, pc: ProviderConfig, base_dir: Path, env: Mapping[str, str],
+                    resilience: ResilienceConfig, counters: Registry) -> Provider:
     family = FAMILIES[pc.type or name]
     hosts = tuple(pc.hosts or BUILTIN_HOSTS.get(name, ()))
     if not hosts:
@@ -118,7 +121,9 @@ def _build_provider(name: str, pc: ProviderConfig, base_dir: Path,
         passthrough = tuple(base_path + p for p in family.passthrough) + family.extra_passthrough
     keys = _load_keys(name, pc, base_dir, env)
     try:
-        pool = KeyPool(name, keys) if keys else None
+        pool = KeyPool(name, keys, strategy=resilience.key_strategy,
+                       dead_retry_after=resilience.dead_key_retry,
+                       counters=counters) if keys else None
     except ValueError as e:  # duplicate keys
         raise ConfigError(str(e)) from None
     credentials = pc.credentials or ("centralized" if pool else "byok")
