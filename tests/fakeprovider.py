@@ -4,7 +4,10 @@ The fake is the upstream of a real ``mitmdump`` running the AI Bridge addon. It 
 (plain or TLS) on 127.0.0.1 from an asyncio server that lives in its own daemon thread with its
 own event loop, so sync and async tests can drive it alike. Every request is recorded as a
 :class:`Seen`; replies are the realistic defaults of the real APIs unless a test scripts one with
-:meth:`FakeProvider.enqueue`.
+:meth:`FakeProvider.enqueue`. The Responses API also answers over WebSocket (``GET
+/v1/responses`` or ``/backend-api/codex/responses`` with an upgrade), scripted separately with
+:meth:`FakeProvider.enqueue_ws`; the handshake and framing use websockets' sans-I/O
+``ServerProtocol`` on the same asyncio streams.
 
 The HTTP handling is a small hand-written parser on asyncio streams rather than h11: the fake
 only needs request heads, Content-Length/chunked bodies and ``Expect: 100-continue``, and doing
@@ -37,6 +40,11 @@ from urllib.parse import parse_qs
 import brotli
 import trustme
 import zstandard
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
+from websockets.frames import Opcode
+from websockets.http11 import Request
+from websockets.protocol import State
+from websockets.server import ServerProtocol
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +54,9 @@ TEXT = "Hello from fake"
 DELTAS = ("Hello", " from", " fake")
 # Upper bound for a request head; larger heads get 431 (mirrors common server limits).
 MAX_HEAD = 64 * 1024
+# Paths that accept a WebSocket upgrade for the Responses API: the platform API and the
+# ChatGPT-sign-in backend Codex uses.
+WS_PATHS = frozenset({"/v1/responses", "/backend-api/codex/responses"})
 
 
 @dataclass
@@ -99,6 +110,57 @@ class Reply:
         # Fail in the test's thread, not later inside the server loop.
         if self.encoding is not None and self.encoding not in ENCODINGS:
             raise ValueError(f"unsupported encoding {self.encoding!r}; use one of {ENCODINGS}")
+
+
+WsEvent = dict[str, Any] | str | bytes
+
+
+@dataclass
+class WsReply:
+    """A scripted answer on the Responses WebSocket (see :meth:`FakeProvider.enqueue_ws`).
+
+    Either a reply to one ``response.create`` frame: ``events`` (dicts are sent as JSON text
+    frames, ``str`` as raw text frames, ``bytes`` as binary frames; None means the default
+    sequence), ``close_after`` (abort the TCP connection after that many events, no close
+    frame; 0 aborts before the first) and ``gate`` (pause after the first event until set, or
+    until ``gate_timeout``, recorded in ``FakeProvider.gate_timed_out``).
+
+    Or, with ``reject_status``, a refusal of the next upgrade request: that HTTP status with
+    ``reject_body`` (dict/list => JSON; None => an OpenAI-shaped error) and ``reject_headers``,
+    no upgrade. The two kinds wait in separate FIFO queues.
+    """
+
+    events: list[WsEvent] | None = None
+    close_after: int | None = None
+    reject_status: int | None = None
+    reject_body: bytes | str | dict | list | None = None
+    reject_headers: list[tuple[str, str]] = field(default_factory=list)
+    gate: threading.Event | None = None
+    gate_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.reject_status is not None and (
+            self.events is not None or self.close_after is not None or self.gate is not None
+        ):
+            raise ValueError("reject_status refuses the upgrade: no events/close_after/gate")
+        if self.reject_status is not None and self.reject_status < 200:
+            raise ValueError("reject_status must be a final status (>= 200)")
+
+
+def ws_error(
+    message: str = "fake error",
+    *,
+    type: str = "invalid_request_error",
+    code: str | None = None,
+    status: int | None = 400,
+    param: str | None = None,
+) -> dict[str, Any]:
+    """An ``error`` event as the Responses WebSocket sends it, for ``WsReply.events``."""
+    error = {"type": type, "code": code, "message": message, "param": param}
+    frame: dict[str, Any] = {"type": "error", "error": error}
+    if status is not None:
+        frame["status"] = status
+    return frame
 
 
 class _BadRequest(Exception):
@@ -212,17 +274,17 @@ def _chat(n: int, req: dict[str, Any], _query: str) -> Reply:
     return Reply(events=events)
 
 
-def _responses(n: int, req: dict[str, Any], _query: str) -> Reply:
-    msg_id = f"msg_fake{n}"
+def _responses_done(n: int, req: dict[str, Any]) -> dict[str, Any]:
+    """The completed Responses object (non-streaming body and payload of response.completed)."""
     part = {"type": "output_text", "text": TEXT, "annotations": [], "logprobs": []}
     item = {
-        "id": msg_id,
+        "id": f"msg_fake{n}",
         "type": "message",
         "status": "completed",
         "role": "assistant",
         "content": [part],
     }
-    done = {
+    return {
         "id": f"resp_fake{n}",
         "object": "response",
         "created_at": int(time.time()),
@@ -255,11 +317,21 @@ def _responses(n: int, req: dict[str, Any], _query: str) -> Reply:
         "user": None,
         "metadata": {},
     }
-    if req.get("stream") is not True:
-        return Reply(body=done)
 
+
+def responses_events(n: int, req: dict[str, Any]) -> list[dict[str, Any]]:
+    """The default Responses stream as JSON objects, each with ``type`` and ``sequence_number``.
+
+    The SSE route wraps each in an ``event:``/``data:`` frame; the WebSocket route sends each as
+    one text frame, so both transports say the same. ``n`` makes the ids (``resp_fake<n>``,
+    ``msg_fake<n>``); ``model``, ``instructions`` and ``previous_response_id`` are echoed from
+    ``req``. Public so tests can script variations of the default sequence.
+    """
+    done = _responses_done(n, req)
+    item = done["output"][0]
+    part = item["content"][0]
     pending = {**done, "status": "in_progress", "output": [], "usage": None}
-    at = {"item_id": msg_id, "output_index": 0, "content_index": 0}
+    at = {"item_id": item["id"], "output_index": 0, "content_index": 0}
     payloads: list[dict[str, Any]] = [
         {"type": "response.created", "response": pending},
         {"type": "response.in_progress", "response": pending},
@@ -275,8 +347,13 @@ def _responses(n: int, req: dict[str, Any], _query: str) -> Reply:
         {"type": "response.output_item.done", "output_index": 0, "item": item},
         {"type": "response.completed", "response": done},
     ]
-    events = [_sse({**p, "sequence_number": i}, p["type"]) for i, p in enumerate(payloads)]
-    return Reply(events=events)
+    return [{**p, "sequence_number": i} for i, p in enumerate(payloads)]
+
+
+def _responses(n: int, req: dict[str, Any], _query: str) -> Reply:
+    if req.get("stream") is not True:
+        return Reply(body=_responses_done(n, req))
+    return Reply(events=[_sse(p, p["type"]) for p in responses_events(n, req)])
 
 
 def _messages(n: int, req: dict[str, Any], _query: str) -> Reply:
@@ -408,10 +485,18 @@ class FakeProvider:
 
     Attributes for tests: ``port``/``url`` once started; ``requests`` (snapshot of every
     :class:`Seen`); ``connections_opened`` (connections that reached HTTP, i.e. after a TLS
-    handshake); ``gate_timed_out`` (some ``Reply.gate`` wait ran out).
+    handshake); ``gate_timed_out`` (some ``Reply.gate``/``WsReply.gate`` wait ran out).
 
-    ``record=False`` keeps :attr:`requests` empty (long benchmarks would otherwise grow it
-    without bound); counters and scripted replies work either way.
+    WebSocket: a ``GET`` upgrade on one of :data:`WS_PATHS` is recorded in :attr:`requests`
+    like any request and, unless a :class:`WsReply` with ``reject_status`` is queued, answered
+    101 (permessage-deflate when offered); ``ws_connections_opened`` counts those.
+    :attr:`ws_frames` holds every text frame received, JSON-decoded; each ``response.create``
+    is answered with :func:`responses_events` (one text frame per event) or the next queued
+    :class:`WsReply`. Other frames are only recorded; a text frame that is not JSON gets an
+    ``error`` event back and is recorded as the raw string.
+
+    ``record=False`` keeps :attr:`requests` and :attr:`ws_frames` empty (long benchmarks would
+    otherwise grow them without bound); counters and scripted replies work either way.
     """
 
     def __init__(self, tls: ssl.SSLContext | None = None, *, record: bool = True) -> None:
@@ -419,10 +504,14 @@ class FakeProvider:
         self.record = record
         self.port = 0
         self.connections_opened = 0
+        self.ws_connections_opened = 0
         self.gate_timed_out = False
         self._lock = threading.Lock()
         self._requests: list[Seen] = []
         self._queue: list[tuple[str | None, Reply]] = []
+        self._ws_frames: list[Any] = []
+        self._ws_queue: list[WsReply] = []  # replies to response.create
+        self._ws_rejects: list[WsReply] = []  # refusals of upgrade requests
         self._count = 0  # request number, never reset, so ids stay unique for the fake's life
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -502,11 +591,20 @@ class FakeProvider:
         with self._lock:
             return list(self._requests)
 
+    @property
+    def ws_frames(self) -> list[Any]:
+        """A snapshot of every WebSocket text frame received (JSON-decoded), in arrival order."""
+        with self._lock:
+            return list(self._ws_frames)
+
     def clear(self) -> None:
-        """Forget seen requests, queued replies and a past gate timeout."""
+        """Forget seen requests and frames, queued replies (HTTP and WS), a past gate timeout."""
         with self._lock:
             self._requests.clear()
             self._queue.clear()
+            self._ws_frames.clear()
+            self._ws_queue.clear()
+            self._ws_rejects.clear()
             self.gate_timed_out = False
 
     def enqueue(self, reply: Reply, path: str | None = None) -> None:
@@ -516,6 +614,21 @@ class FakeProvider:
         """
         with self._lock:
             self._queue.append((path, reply))
+
+    def enqueue_ws(self, reply: WsReply) -> None:
+        """Script the answer to the next ``response.create`` on any socket (FIFO), or, when
+        ``reply.reject_status`` is set, the refusal of the next WebSocket upgrade request.
+
+        Separate from :meth:`enqueue`: upgrade requests never take HTTP replies and HTTP
+        requests never take WebSocket ones.
+        """
+        with self._lock:
+            (self._ws_queue if reply.reject_status is None else self._ws_rejects).append(reply)
+
+    def _take_ws(self, rejects: bool) -> WsReply | None:
+        with self._lock:
+            queue = self._ws_rejects if rejects else self._ws_queue
+            return queue.pop(0) if queue else None
 
     def _take_reply(self, target: str) -> Reply | None:
         path = target.partition("?")[0]
@@ -613,9 +726,11 @@ class FakeProvider:
             if self.record:
                 self._requests.append(seen)
 
+        path, _, query = target.partition("?")
+        if method == "GET" and path in WS_PATHS and _is_ws_upgrade(seen):
+            return await self._upgrade(head, n, reader, writer, keep_alive, http10)
         reply = self._take_reply(target)
         if reply is None:
-            path, _, query = target.partition("?")
             builder = ROUTES.get((method, path))
             reply = _not_found(path) if builder is None else builder(n, _json_object(body), query)
         return await self._send(reply, n, reader, writer, keep_alive, http10)
@@ -721,6 +836,123 @@ class FakeProvider:
         await writer.drain()
         return keep_alive
 
+    # -- WebSocket --
+
+    async def _upgrade(
+        self,
+        head: bytes,
+        n: int,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        keep_alive: bool,
+        http10: bool,
+    ) -> bool:
+        """Answer an upgrade request; True when the connection may carry another request."""
+        reject = self._take_ws(rejects=True)
+        if reject is not None:
+            assert reject.reject_status is not None
+            body = reject.reject_body
+            if body is None:
+                message = f"upgrade rejected by fake with {reject.reject_status}"
+                body = {"error": {"message": message, "type": "fake_error", "code": None}}
+            reply = Reply(status=reject.reject_status, body=body, headers=reject.reject_headers)
+            return await self._send(reply, n, reader, writer, keep_alive, http10)
+
+        # The head is parsed a second time by websockets' sans-I/O server, which validates the
+        # handshake (and answers 400/426/505 itself when it is not a valid one).
+        proto = ServerProtocol(extensions=[ServerPerMessageDeflateFactory()], max_size=None)
+        proto.receive_data(head.lstrip(b"\r\n"))
+        request = next((e for e in proto.events_received() if isinstance(e, Request)), None)
+        if request is None:
+            await self._ws_flush(proto, writer)
+            return False
+        response = proto.accept(request)
+        response.headers["request-id"] = response.headers["x-request-id"] = f"req_fake{n}"
+        proto.send_response(response)
+        await self._ws_flush(proto, writer)
+        if response.status_code != 101:
+            return False
+        self.ws_connections_opened += 1
+        await self._ws_session(proto, reader, writer)
+        return False
+
+    @staticmethod
+    async def _ws_flush(proto: ServerProtocol, writer: asyncio.StreamWriter) -> bool:
+        """Write what the protocol has queued; False once it asked to end the TCP stream."""
+        open_ = True
+        for data in proto.data_to_send():
+            if data:
+                writer.write(data)
+            else:
+                open_ = False
+        await writer.drain()
+        return open_
+
+    async def _ws_session(
+        self, proto: ServerProtocol, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        parts: list[bytes] = []
+        text = False
+        while True:
+            data = await reader.read(65536)
+            if data:
+                proto.receive_data(data)
+            else:
+                proto.receive_eof()
+            for frame in proto.events_received():
+                if frame.opcode in (Opcode.TEXT, Opcode.BINARY):
+                    text = frame.opcode is Opcode.TEXT
+                    parts = [frame.data]
+                elif frame.opcode is Opcode.CONT:
+                    parts.append(frame.data)
+                else:
+                    continue  # ping/pong/close: the protocol object answers those itself
+                if not frame.fin or not text or proto.state is not State.OPEN:
+                    continue  # binary messages are not part of the API; nor is talk after close
+                if not await self._ws_message(b"".join(parts), proto, writer):
+                    return
+            if not await self._ws_flush(proto, writer) or not data or proto.state is State.CLOSED:
+                return
+
+    async def _ws_message(
+        self, data: bytes, proto: ServerProtocol, writer: asyncio.StreamWriter
+    ) -> bool:
+        """Handle one client text message; False when the connection was aborted."""
+        try:
+            frame: Any = json.loads(data)
+        except ValueError:
+            frame = data.decode(errors="replace")
+        with self._lock:
+            if self.record:
+                self._ws_frames.append(frame)
+        if isinstance(frame, str):
+            error = ws_error("could not parse the message as JSON", code="invalid_json")
+            proto.send_text(_dumps(error).encode())
+            return await self._ws_flush(proto, writer)
+        if not isinstance(frame, dict) or frame.get("type") != "response.create":
+            return True
+        with self._lock:
+            self._count += 1
+            n = self._count
+        reply = self._take_ws(rejects=False) or WsReply()
+        events = reply.events if reply.events is not None else responses_events(n, frame)
+        if reply.close_after == 0:
+            writer.transport.abort()
+            return False
+        for i, event in enumerate(events, 1):
+            if isinstance(event, bytes):
+                proto.send_binary(event)
+            else:
+                proto.send_text((event if isinstance(event, str) else _dumps(event)).encode())
+            if not await self._ws_flush(proto, writer):
+                return False
+            if reply.close_after == i:
+                writer.transport.abort()  # no close frame: the client sees 1006
+                return False
+            if i == 1 and reply.gate is not None:
+                await self._wait_gate(reply.gate, reply.gate_timeout)
+        return True
+
     async def _wait_gate(self, gate: threading.Event, timeout: float) -> None:
         # Poll rather than block an executor thread: a blocked thread would outlive stop().
         deadline = time.monotonic() + timeout
@@ -730,6 +962,11 @@ class FakeProvider:
                 log.debug("fakeprovider: gate timed out after %.1fs", timeout)
                 return
             await asyncio.sleep(0.002)
+
+
+def _is_ws_upgrade(seen: Seen) -> bool:
+    tokens = {t.strip().lower() for v in seen.header_all("connection") for t in v.split(",")}
+    return "upgrade" in tokens and (seen.header("upgrade") or "").lower() == "websocket"
 
 
 def _json_object(body: bytes) -> dict[str, Any]:

@@ -30,15 +30,17 @@ from aibridge.intercept import (
     CredentialKind,
     Interception,
     ResponseError,
+    is_websocket_upgrade,
     new_credential_info,
     new_response_error,
 )
-from aibridge.providers import BRIDGED, UNKNOWN, Provider, RouteMatch
+from aibridge.providers import BRIDGED, UNKNOWN, UNTOUCHED, Provider, RouteMatch
 from aibridge.providers.parsing import parse_request
 from aibridge.request_body import declared_too_large, parse_json_object, too_large
 from aibridge.settings import Settings
 from aibridge.tap import StreamTap
-from aibridge.upstream_request import rewrite_for_upstream
+from aibridge.upstream_request import retarget, rewrite_for_upstream
+from aibridge.websocket import SocketSession
 
 logger = logging.getLogger("aibridge")
 
@@ -63,6 +65,7 @@ class FlowState:
     timer: asyncio.TimerHandle | None = None
     timed_out: float | None = None  # the timeout that fired, in seconds
     synthesized: bool = False  # the response is the bridge's own, not the provider's
+    websocket_route: str | None = None  # a WebSocket handshake that opens a bridged route
 
     @property
     def anthropic(self) -> bool:
@@ -82,6 +85,8 @@ class Bridge:
         self._callers: weakref.WeakKeyDictionary[connection.Client, Caller] = (
             weakref.WeakKeyDictionary())
         self._flows: weakref.WeakKeyDictionary[http.HTTPFlow, FlowState] = (
+            weakref.WeakKeyDictionary())
+        self._sockets: weakref.WeakKeyDictionary[http.HTTPFlow, SocketSession] = (
             weakref.WeakKeyDictionary())
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -166,25 +171,29 @@ class Bridge:
             return
         match = provider.match(flow.request.method, flow.request.path)
         state = FlowState(provider, match, caller)
+        if is_websocket_upgrade(flow.request.method, flow.request.headers):
+            state.websocket_route = provider.websocket_route(flow.request.path)
         self._flows[flow] = state
         flowinfo.start(flow, state.provider, state.match, caller.actor)
         if match.kind == UNKNOWN:
             self._reply(flow, state, new_response_error(
                 f"route not supported: {flow.request.method} {flow.request.path.split('?')[0]}",
                 OPENAI_ERR_TYPE_NOT_FOUND, "route_not_supported", 404))
-        elif declared_too_large(flow.request, settings.config.max_body_bytes):
+        elif match.kind == BRIDGED and declared_too_large(flow.request,
+                                                          settings.config.max_body_bytes):
             self._reply(flow, state, too_large(settings.config.max_body_bytes))
 
     def request(self, flow: http.HTTPFlow) -> None:
         state = self._flows.get(flow)
         if state is None or flow.response is not None:
             return
+        if state.match.kind == UNTOUCHED:
+            retarget(flow.request, state.provider)
+            return
         limit = self._settings().config.max_body_bytes
         try:
             if state.match.kind == BRIDGED:
                 body = parse_json_object(flow.request, limit)
-            elif len(flow.request.raw_content or b"") > limit:
-                raise too_large(limit)
             if state.match.kind == BRIDGED:
                 assert state.match.route is not None
                 req = parse_request(state.match.route, body)
@@ -235,7 +244,13 @@ class Bridge:
         cred = state.credential
         if cred is not None and cred.key is not None and not state.synthesized:
             await self._fail_over(flow, state, cred)
-        if flow.response.status_code >= 400 and not state.synthesized:
+        if flow.response.status_code == 101 and state.websocket_route and state.info:
+            self._sockets[flow] = SocketSession(
+                state.provider.name, state.provider.type, flow.request.path.split("?", 1)[0],
+                state.caller.actor, state.info)
+            return  # the socket's interceptions are logged as its frames go by
+        if (flow.response.status_code >= 400 and not state.synthesized
+                and state.match.kind != UNTOUCHED):
             self._convert_error(flow, state)
         if cred is not None and cred.attempt is not None:
             cred.attempt.finish()
@@ -262,10 +277,39 @@ class Bridge:
                 self._record_circuit(state, flow.response.status_code)
         flowinfo.finish(flow, state.interception, state.tap, state.match.route)
 
+    # -- Responses over WebSocket ---------------------------------------------------------------
+
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        session = self._sockets.get(flow)
+        if session is None or flow.websocket is None:
+            return
+        message = flow.websocket.messages[-1]
+        if not message.is_text:
+            return
+        if message.from_client:
+            session.client_frame(message.text)
+        elif (done := session.server_frame(message.text)) is not None:
+            flowinfo.socket_interception(flow, done.interception, done.summary, done.outcome,
+                                         done.reason)
+
+    def websocket_end(self, flow: http.HTTPFlow) -> None:
+        session = self._sockets.pop(flow, None)
+        if session is None:
+            return
+        reason = flow.error.msg if flow.error else None
+        for done in session.close(reason):
+            flowinfo.socket_interception(flow, done.interception, done.summary, done.outcome,
+                                         done.reason)
+        meta = flow.metadata.get(flowinfo.KEY, {})
+        failed = any(i["outcome"] != "completed" for i in meta.get("interceptions", []))
+        meta["outcome"] = "failed" if failed else "completed"
+
     async def _fail_over(self, flow: http.HTTPFlow, state: FlowState,
                          cred: UpstreamCredential) -> None:
         assert flow.response is not None
-        streaming = state.interception.streaming if state.interception else False
+        # Neither a stream nor a WebSocket handshake can be re-sent from here.
+        streaming = bool(state.websocket_route) or (
+            state.interception.streaming if state.interception else False)
         try:
             outcome = await failover.after_response(
                 flow.response, state.provider, cred, streaming=streaming,

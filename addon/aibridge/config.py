@@ -36,6 +36,7 @@ class ProviderConfig(_Strict):
     upstream: str | None = None
     base_path: str | None = None
     passthrough: list[str] | None = None
+    untouched: list[str] | None = None
     keys_env: str | None = None
     keys_file: Path | None = None
     credentials: CredentialMode | None = None
@@ -65,6 +66,19 @@ class ProviderConfig(_Strict):
         if base_path is not None and not base_path.startswith("/"):
             raise ValueError("base_path must start with '/'")
         return base_path.rstrip("/") if base_path else base_path
+
+
+# Always present unless `enabled = false`; a [providers.NAME] table overrides single fields.
+BUILTIN_PROVIDERS: dict[str, ProviderConfig] = {
+    "openai": ProviderConfig(type="openai", hosts=["api.openai.com"]),
+    "anthropic": ProviderConfig(type="anthropic", hosts=["api.anthropic.com"]),
+    # Codex signed in with ChatGPT: its Responses calls are bridged as BYOK; the rest of
+    # chatgpt.com is forwarded untouched (decrypted only to be seen).
+    "chatgpt": ProviderConfig(type="openai", hosts=["chatgpt.com"],
+                              base_path="/backend-api/codex",
+                              passthrough=["/backend-api/codex/"], untouched=["/"],
+                              credentials="byok"),
+}
 
 
 class AuthConfig(_Strict):
@@ -103,7 +117,7 @@ class BridgeConfig(_Strict):
         for name, provider in self.providers.items():
             if not PROVIDER_NAME.fullmatch(name):
                 raise ValueError(f"provider name {name!r} must match {PROVIDER_NAME.pattern}")
-            if provider.type is None and name not in ("openai", "anthropic"):
+            if provider.type is None and name not in BUILTIN_PROVIDERS:
                 raise ValueError(f'provider {name!r} needs type = "openai" or "anthropic"')
         return self
 

@@ -62,16 +62,46 @@ def finish(flow: http.HTTPFlow, interception: Interception | None, tap: StreamTa
     if summary is not None:
         meta["usage"] = summary.to_dict()
     actor = meta["actor"]["id"]
-    hint = interception.credential.hint
-    tokens = (f"in {summary.input_tokens} out {summary.output_tokens}"
-              if summary is not None else "no usage")
-    flow.comment = (f"{actor} → {interception.provider} {interception.model} · key {hint} · "
-                    f"{tokens} · {outcome}" + (f": {reason}" if reason else ""))
+    flow.comment = comment(actor, interception, summary, outcome, reason)
     flow.marked = {"completed": "", "cancelled": ":grey_question:"}.get(outcome, ":x:")
     status = flow.response.status_code if flow.response else "-"
+    log(actor, interception, status, summary, outcome, reason)
+
+
+def socket_interception(flow: http.HTTPFlow, interception: Interception,
+                        summary: ResponseSummary, outcome: str, reason: str | None) -> None:
+    """One response on a Responses WebSocket: appended to the socket flow's interceptions."""
+    meta = flow.metadata.get(KEY)
+    if meta is None:
+        return
+    entry = interception.to_dict() | {"usage": summary.to_dict(), "outcome": outcome}
+    if reason:
+        entry["error"] = reason
+    meta.setdefault("interceptions", []).append(entry)
+    actor = meta["actor"]["id"]
+    count = len(meta["interceptions"])
+    flow.comment = (f"websocket · {count} response(s) · last: "
+                    + comment(actor, interception, summary, outcome, reason))
+    log(actor, interception, "ws", summary, outcome, reason)
+
+
+def comment(actor: str, interception: Interception, summary: ResponseSummary | None,
+            outcome: str, reason: str | None) -> str:
+    tokens = (f"in {summary.input_tokens} out {summary.output_tokens}"
+              if summary is not None else "no usage")
+    return (f"{actor} → {interception.provider} {interception.model} · key "
+            f"{interception.credential.hint} · {tokens} · {outcome}"
+            + (f": {reason}" if reason else ""))
+
+
+def log(actor: str, interception: Interception, status: object,
+        summary: ResponseSummary | None, outcome: str, reason: str | None) -> None:
+    tokens = (f"in {summary.input_tokens} out {summary.output_tokens}"
+              if summary is not None else "no usage")
+    cred = interception.credential
     access.info(f"aibridge: {interception.id} actor={actor} provider={interception.provider} "
                 f"model={interception.model} stream={interception.streaming} status={status} "
-                f"credential={interception.credential.kind}:{hint} {tokens} outcome={outcome}"
+                f"credential={cred.kind}:{cred.hint} {tokens} outcome={outcome}"
                 + (f" reason={reason!r}" if reason else ""))
 
 

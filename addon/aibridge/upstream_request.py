@@ -42,7 +42,11 @@ def rewrite_for_upstream(request: http.Request, provider: Provider,
     if "host" in request.headers:
         headers.insert(0, "Host", request.headers["host"])
     request.headers = headers
+    retarget(request, provider)
 
+
+def retarget(request: http.Request, provider: Provider) -> None:
+    """Send the request to the provider's configured upstream, path prefix included."""
     up = provider.upstream
     request.scheme = up.scheme
     request.host = up.host  # also rewrites Host / :authority

@@ -3,13 +3,14 @@ import time
 
 import pytest
 
+from aibridge.providers import parsing
 from aibridge.providers.parsing import (
     RequestInfo,
     StreamAccumulator,
     parse_request,
     summarize_json,
 )
-from aibridge.sse import SSEEvent
+from aibridge.sse import RawEvent, SSEEvent
 from aibridge.summary import ResponseSummary, ToolCall
 
 # --- parse_request -------------------------------------------------------------------
@@ -368,10 +369,23 @@ def anthropic(obj: dict) -> SSEEvent:
     return ev(obj["type"], obj)
 
 
+def observed(acc: StreamAccumulator) -> tuple:
+    return (acc.summary.to_dict(), acc.bad_events, acc.first_token_at is None)
+
+
+def raw(events: list[SSEEvent]) -> list[RawEvent]:
+    return [(e.event, e.data.encode("utf-8", "surrogatepass"), e.id) for e in events]
+
+
 def feed(route: str, events: list[SSEEvent]) -> StreamAccumulator:
+    """Feed one by one as SSEEvents, and check `feed_raw` (bytes, shortcuts) agrees."""
     acc = StreamAccumulator(route)
     for e in events:
         acc.feed(e)
+    fast = StreamAccumulator(route)
+    for e in raw(events):
+        fast.feed_raw([e])
+    assert observed(fast) == observed(acc)
     return acc
 
 
@@ -761,8 +775,190 @@ def test_wrongly_typed_fields_never_raise(route: str, weird: object) -> None:
                     yield [*obj[:i], v, *obj[i + 1 :]]
 
     acc = StreamAccumulator(route)
+    fast = StreamAccumulator(route)
     for template in templates:
         for variant in variants(template):
-            acc.feed(SSEEvent(None, json.dumps(variant)))
-            acc.feed(SSEEvent("error", json.dumps(variant)))
+            for name in (None, "error"):
+                acc.feed(SSEEvent(name, json.dumps(variant)))
+                fast.feed_raw([(name, json.dumps(variant).encode(), None)])
     json.dumps(acc.summary.to_dict())
+    assert observed(fast) == observed(acc)
+
+
+# --- feed_raw's shortcut: text-only events that repeat the previous bytes ----------------
+
+
+def compact(obj: object, *, ascii_only: bool = False) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=ascii_only).encode()
+
+
+def check_raw(route: str, frames: list[tuple[str | None, bytes]]) -> StreamAccumulator:
+    """feed_raw (one batch) leaves the same state as feed() on the decoded text."""
+    ref = StreamAccumulator(route)
+    for name, data in frames:
+        ref.feed(SSEEvent(name, data.decode("utf-8", "replace")))
+    fast = StreamAccumulator(route)
+    fast.feed_raw([(name, data, None) for name, data in frames])
+    assert observed(fast) == observed(ref)
+    return fast
+
+
+@pytest.fixture
+def hits(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The strings the shortcut took without parsing the whole event."""
+    taken: list[str] = []
+    original = parsing._Shortcut.string
+
+    def string(self: parsing._Shortcut, data: bytes) -> str | None:
+        piece = original(self, data)
+        if piece is not None:
+            taken.append(piece)
+        return piece
+
+    monkeypatch.setattr(parsing._Shortcut, "string", string)
+    return taken
+
+
+def openai_chunk(delta: dict, padding: str | None = "pad", finish: str | None = None) -> dict:
+    chunk = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "gpt-4o",
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+    }
+    return chunk if padding is None else {**chunk, "obfuscation": padding}
+
+
+TEXTS = ["Hel", "lo", " wörld", " ☀️", '"quoted"', "back\\slash\\", "tab\t", "a\nb", "\u2028", ""]
+
+
+@pytest.mark.parametrize("ascii_only", [False, True])
+@pytest.mark.parametrize("padding", [None, "x"])
+def test_chat_text_shortcut_is_exact(ascii_only: bool, padding: str | None, hits: list) -> None:
+    frames = [(None, compact(openai_chunk({"role": "assistant", "content": ""}, padding)))]
+    for i, text in enumerate(TEXTS):
+        pad = None if padding is None else "aZ9"[: i % 4]  # varying length, even empty
+        frames.append((None, compact(openai_chunk({"content": text}, pad), ascii_only=ascii_only)))
+    acc = check_raw("chat", frames)
+    assert acc.summary.text_chars == sum(len(t) for t in TEXTS)
+    assert hits == TEXTS[1:]  # the first text chunk teaches the shape
+
+
+def test_shortcut_refuses_what_json_would_judge_differently(hits: list) -> None:
+    good = compact(openai_chunk({"content": "ok"}))
+    start, end = good.split(b'"ok"')
+    bodies = [
+        b"a\tb",  # raw control character: not JSON
+        b"\xff\xfe",  # invalid UTF-8: json reads it as U+FFFD after decoding
+        b"\\ud800",  # lone surrogate: jiter refuses, json accepts
+        b"\\x41",  # invalid escape
+        b'a\\"',  # escaped quote, then the real end
+        b'a\\\\"',  # escaped backslash, then a quote that ends the string early
+        b'","content":"dup',  # a second key: structure differs
+    ]
+    frames = [(None, good), (None, good)] + [(None, start + b'"' + b + b'"' + end) for b in bodies]
+    check_raw("chat", frames)
+    assert hits == ["ok", 'a"']
+
+
+@pytest.mark.parametrize(
+    "last",
+    [
+        openai_chunk({"content": "x"}, finish="stop"),
+        {**openai_chunk({"content": "x"}), "usage": {"prompt_tokens": 5}},
+        openai_chunk({"content": "x", "tool_calls": [{"index": 0, "id": "c", "function": {}}]}),
+        openai_chunk({"content": "x"}, padding="not alnum!"),
+        {"error": {"message": "boom"}, **openai_chunk({"content": "x"})},
+    ],
+)
+def test_other_suffixes_take_the_full_path(last: dict, hits: list) -> None:
+    frames = [(None, compact(openai_chunk({"content": t}))) for t in ("a", "b")]
+    check_raw("chat", [*frames, (None, compact(last))])
+    assert hits == ["b"]
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        # "content" twice (logprobs): which one is the text is not evident from bytes
+        {**openai_chunk({"content": "x"}), "logprobs": {"content": []}},
+        # a backslash outside the text could spell a key with escapes
+        {**openai_chunk({"content": "x"}), "id": 'a\\"b'},
+        # padding before the text would make every event's prefix differ
+        {"obfuscation": "abc", **openai_chunk({"content": "x"}, padding=None)},
+        # two choices
+        {**openai_chunk({"content": "x"}), "choices": [{"delta": {"content": "x"}}] * 2},
+        # the effective delta (the last duplicate key) has no text
+        '{"choices":[{"delta":{"content":"x"},"delta":{}}]}',
+    ],
+)
+def test_no_shortcut_from_ambiguous_templates(chunk: dict | str) -> None:
+    data = chunk.encode() if isinstance(chunk, str) else compact(chunk)
+    acc = check_raw("chat", [(None, data)] * 3)
+    assert acc._shortcut is None
+
+
+def test_chat_tool_argument_shortcut(hits: list) -> None:
+    def call(arguments: str, **first: str) -> dict:
+        function = {"arguments": arguments} | ({"name": first["name"]} if first else {})
+        tool = {"index": 0, "function": function} | ({"id": first["id"]} if first else {})
+        return openai_chunk({"tool_calls": [tool]})
+
+    pieces = ['{"q":', ' "a \\"b\\""', ", ", '"n": 1}']
+    frames = [(None, compact(call("", id="call_1", name="f")))]
+    frames += [(None, compact(call(p))) for p in pieces]
+    frames.append((None, compact(openai_chunk({}, finish="tool_calls"))))
+    acc = check_raw("chat", frames)
+    assert acc.summary.tool_calls == [ToolCall("call_1", "f", "".join(pieces))]
+    assert hits == pieces[1:]
+
+
+def test_messages_shortcuts(hits: list) -> None:
+    def delta(index: int, kind: str, key: str, value: str) -> tuple[str, bytes]:
+        obj = {"type": "content_block_delta", "index": index, "delta": {"type": kind, key: value}}
+        return "content_block_delta", compact(obj)
+
+    tool = {"type": "tool_use", "id": "t1", "name": "f", "input": {}}
+    frames = [
+        ("message_start", compact(MESSAGE_START)),
+        *(delta(0, "thinking_delta", "thinking", t) for t in ("", "hm", "m")),
+        *(delta(1, "text_delta", "text", t) for t in ("a", "", "ü\n", '"')),
+        (
+            "content_block_start",
+            compact({"type": "content_block_start", "index": 2, "content_block": tool}),
+        ),
+        *(delta(2, "input_json_delta", "partial_json", p) for p in ("", '{"k"', ': "\\""}')),
+        ("message_stop", compact({"type": "message_stop"})),
+    ]
+    acc = check_raw("messages", frames)
+    assert acc.summary.text_chars == len('aü\n"')
+    assert acc.summary.tool_calls == [ToolCall("t1", "f", '{"k": "\\""}')]
+    assert hits == ["hm", "m", "", "ü\n", '"', '{"k"', ': "\\""}']
+
+
+def test_first_token_from_a_shortcut_event() -> None:
+    # The template's text is empty (no token yet); the first non-empty one is a token.
+    frames = [(None, compact(openai_chunk({"content": t}))) for t in ("", "", "x")]
+    acc = check_raw("chat", frames)
+    assert acc.first_token_at is not None and acc.summary.text_chars == 1
+
+
+def test_shortcut_learning_is_bounded() -> None:
+    # Every chunk has another id, so no shape repeats: learning stops after a while.
+    frames = [(None, compact({**openai_chunk({"content": "x"}), "id": f"c{i}"})) for i in range(50)]
+    acc = check_raw("chat", frames)
+    assert acc._builds == 0 and acc.summary.text_chars == 50
+
+
+def test_feed_raw_batch_with_done_and_bad_events() -> None:
+    frames = [
+        (None, compact(openai_chunk({"content": "a"}))),
+        (None, b"{broken"),
+        ("error", b"\xffraw failure"),
+        (None, compact(openai_chunk({"content": "b"}))),
+        (None, b"[DONE]"),
+    ]
+    acc = check_raw("chat", frames)
+    assert (acc.bad_events, acc.summary.completed, acc.summary.events) == (2, True, 5)
+    assert acc.summary.error == "\ufffdraw failure"

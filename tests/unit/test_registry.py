@@ -11,6 +11,7 @@ from aibridge.providers import (
     OPENAI,
     PASSTHROUGH,
     UNKNOWN,
+    UNTOUCHED,
     RouteMatch,
     Upstream,
     build_registry,
@@ -46,10 +47,10 @@ GROQ = {"type": "openai", "hosts": ["api.groq.com"], "base_path": "/openai/v1"}
 # -- defaults ------------------------------------------------------------------------------------
 
 
-def test_defaults_have_openai_and_anthropic():
+def test_defaults_have_openai_anthropic_and_chatgpt():
     reg = registry()
-    assert [p.name for p in reg.providers] == ["openai", "anthropic"]
-    assert set(reg.by_host) == {"api.openai.com", "api.anthropic.com"}
+    assert [p.name for p in reg.providers] == ["openai", "anthropic", "chatgpt"]
+    assert set(reg.by_host) == {"api.openai.com", "api.anthropic.com", "chatgpt.com"}
 
 
 def test_default_openai_provider():
@@ -208,7 +209,7 @@ def test_duplicate_host_across_providers_is_rejected():
 def test_disabled_provider_is_not_decrypted():
     reg = registry({"openai": {"enabled": False}})
     assert reg.for_host("api.openai.com") is None
-    assert [p.name for p in reg.providers] == ["anthropic"]
+    assert [p.name for p in reg.providers] == ["anthropic", "chatgpt"]
 
 
 def test_disabled_provider_frees_its_host_for_another():
@@ -377,3 +378,21 @@ def test_upstream_parse_rejects_bad_urls(url):
 def test_upstream_parse_rejects_bad_ports_with_config_error(url):
     with pytest.raises(ConfigError):
         Upstream.parse(url)
+
+
+def test_chatgpt_bridges_codex_responses_and_leaves_the_rest_untouched():
+    reg = build_registry(BridgeConfig(), Path("/nonexistent"), environ={})
+    chatgpt = reg.for_host("chatgpt.com")
+    assert chatgpt is not None and chatgpt.credentials == "byok"
+    assert chatgpt.match("POST", "/backend-api/codex/responses") == RouteMatch(BRIDGED, "responses")
+    assert chatgpt.match("GET", "/backend-api/codex/models").kind == PASSTHROUGH
+    assert chatgpt.match("GET", "/backend-api/conversations").kind == UNTOUCHED
+    assert chatgpt.websocket_route("/backend-api/codex/responses") == "responses"
+    assert chatgpt.websocket_route("/backend-api/codex/models") is None
+
+
+def test_user_table_overrides_single_fields_of_a_builtin():
+    config = BridgeConfig.model_validate({"providers": {"chatgpt": {"upstream": "http://127.0.0.1:9"}}})
+    chatgpt = build_registry(config, Path("/nonexistent"), environ={}).for_host("chatgpt.com")
+    assert chatgpt.upstream.port == 9
+    assert chatgpt.base_path == "/backend-api/codex"

@@ -115,6 +115,66 @@ def test_complete_long_lines_within_one_chunk_are_kept() -> None:
     assert not parser.overflowed
 
 
+class LineByLine(SSEParser):
+    """The general path only: the reference for feed_raw's whole-frame fast path."""
+
+    def feed_raw(self, data: bytes) -> list:
+        return self._feed_lines(data)
+
+
+FAST_STREAM = (
+    b'data: {"a": 1}\n\n'
+    b"event: delta\ndata: x\n\n"
+    b"event: delta\ndata: y\ndata: z\n\n"  # two data lines
+    b"event:tight\ndata:tight\n\n"  # no spaces after the colons
+    b"event: \ndata: unnamed\n\n"  # an empty name is no name
+    b"data: data: nested\n\n"
+    b": comment\n\n"
+    b"id: 9\nevent: with id\ndata: i\n\n"
+    b"event: orphan\n\n"  # no data: nothing dispatched
+    b"\n\n\n"  # blank lines only
+    b"data:  \xc3\xbc\n\n"
+    b"event: ping\ndata: {}\n\n"
+    b"data: last"  # no end yet
+)
+
+
+@pytest.mark.parametrize("size", [1, 2, 5, 9, 16, 40, 1 << 20])
+def test_fast_path_matches_line_by_line(size: int) -> None:
+    # The first chunk always takes the general path (BOM); start fast from the second.
+    stream = b"\n" + FAST_STREAM
+    chunks = [stream[:1]] + [stream[i : i + size] for i in range(1, len(stream), size)]
+    fast, slow = SSEParser(), LineByLine()
+    got = [e for c in chunks for e in fast.feed_raw(c)] + fast.flush_raw()
+    want = [e for c in chunks for e in slow.feed_raw(c)] + slow.flush_raw()
+    assert got == want
+    assert len(want) == 10 and want[-1] == (None, b"last", "9")
+
+
+def test_fast_path_at_event_boundaries() -> None:
+    parser = SSEParser()
+    parser.feed_raw(b": hi\n\n")
+    frames = FAST_STREAM.split(b"\n\n")
+    got = [e for f in frames[:-1] for e in parser.feed_raw(f + b"\n\n")]
+    reference = LineByLine()
+    reference.feed_raw(b": hi\n\n")
+    assert got == reference.feed_raw(FAST_STREAM)
+
+
+def test_feed_raw_keeps_data_as_bytes() -> None:
+    parser = SSEParser()
+    assert parser.feed_raw(b"event: e\ndata: \xc3\xbc\xff\n\n") == [("e", b"\xc3\xbc\xff", None)]
+    assert parser.feed(b"event: e\ndata: \xc3\xbc\xff\n\n") == [SSEEvent("e", "\xfc\ufffd")]
+
+
+def test_fast_path_over_long_partial_line_is_dropped() -> None:
+    parser = SSEParser(max_line=16)
+    assert parser.feed_raw(b"data: a\n\n") == [(None, b"a", None)]
+    assert parser.feed_raw(b"data: " + b"x" * 20) == []
+    assert parser.overflowed and not parser._partial
+    assert parser.feed_raw(b"yyy\n\ndata: ok\n\n") == [(None, b"ok", None)]
+
+
 # --- BodyDecoder ---------------------------------------------------------------------
 
 BODY = STREAM * 50
@@ -165,7 +225,9 @@ def test_zstd_multiple_frames(size: int) -> None:
 @pytest.mark.parametrize("encoding", [None, "", "identity", "IDENTITY"])
 def test_identity_passes_same_object(encoding: str | None) -> None:
     chunk = b"data: x\n\n"
-    assert BodyDecoder(encoding).decode(chunk) is chunk
+    decoder = BodyDecoder(encoding)
+    assert decoder.identity and decoder.decode(chunk) is chunk
+    assert not BodyDecoder(f"{encoding or ''}, gzip").identity
 
 
 def test_encoding_list_is_undone_in_reverse_order() -> None:

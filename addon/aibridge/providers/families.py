@@ -55,4 +55,3 @@ ANTHROPIC = Family(
 )
 
 FAMILIES = {f.type: f for f in (OPENAI, ANTHROPIC)}
-BUILTIN_HOSTS = {"openai": ("api.openai.com",), "anthropic": ("api.anthropic.com",)}

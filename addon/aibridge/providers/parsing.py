@@ -506,12 +506,9 @@ class StreamAccumulator:
                 obj = _json_text(data.decode("utf-8", "replace"))
             if isinstance(obj, dict):
                 handle(name, obj)
-                # Learn from a new shape only: a miss on the current one (an escaped quote in
-                # the text, say) would just rebuild it.
                 if (
                     self._learn is not None
                     and self._builds > 0
-                    and (shortcut is None or not data.startswith(shortcut.prefix))
                     and (learned := self._learn(data, obj)) is not None
                 ):
                     self._shortcut = shortcut = learned

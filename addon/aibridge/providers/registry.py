@@ -8,13 +8,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from aibridge.config import BridgeConfig, ConfigError, ProviderConfig, ResilienceConfig
+from aibridge.config import (
+    BUILTIN_PROVIDERS,
+    BridgeConfig,
+    ConfigError,
+    ProviderConfig,
+    ResilienceConfig,
+)
 from aibridge.counters import Registry
 from aibridge.keypool import KeyPool
-from aibridge.providers.families import BUILTIN_HOSTS, FAMILIES, Family
+from aibridge.providers.families import FAMILIES, Family
 
 BRIDGED = "bridged"
-PASSTHROUGH = "passthrough"
+PASSTHROUGH = "passthrough"  # forwarded with the credential and header handling
+UNTOUCHED = "untouched"  # forwarded as the client sent it, only decrypted to be seen
 UNKNOWN = "unknown"
 
 
@@ -54,6 +61,7 @@ class Provider:
     upstream: Upstream
     base_path: str
     passthrough: tuple[str, ...]
+    untouched: tuple[str, ...]
     credentials: str  # centralized | byok | auto
     pool: KeyPool | None
     send_actor_headers: bool
@@ -72,7 +80,17 @@ class Provider:
                 return RouteMatch(BRIDGED, route)
         if any(bare.startswith(prefix) for prefix in self.passthrough):
             return RouteMatch(PASSTHROUGH)
+        if any(bare.startswith(prefix) for prefix in self.untouched):
+            return RouteMatch(UNTOUCHED)
         return RouteMatch(UNKNOWN)
+
+    def websocket_route(self, path: str) -> str | None:
+        """The bridged route a WebSocket handshake on `path` opens (Responses over WebSocket)."""
+        bare = path.split("?", 1)[0]
+        if not bare.startswith(self.base_path):
+            return None
+        route = self.family.bridged.get(bare[len(self.base_path):])
+        return route if route == "responses" else None
 
 
 @dataclass(frozen=True)
@@ -91,7 +109,10 @@ def build_registry(config: BridgeConfig, base_dir: Path,
                    counters: Registry | None = None) -> ProviderRegistry:
     env = os.environ if environ is None else environ
     counters = counters if counters is not None else Registry()
-    merged = {name: ProviderConfig() for name in BUILTIN_HOSTS} | dict(config.providers)
+    merged = dict(BUILTIN_PROVIDERS)
+    for name, pc in config.providers.items():
+        base = BUILTIN_PROVIDERS.get(name)
+        merged[name] = base.model_copy(update=pc.model_dump(exclude_unset=True)) if base else pc
     providers: list[Provider] = []
     by_host: dict[str, Provider] = {}
     for name, pc in merged.items():
@@ -110,7 +131,7 @@ def build_registry(config: BridgeConfig, base_dir: Path,
 def _build_provider(name: str, pc: ProviderConfig, base_dir: Path, env: Mapping[str, str],
                     resilience: ResilienceConfig, counters: Registry) -> Provider:
     family = FAMILIES[pc.type or name]
-    hosts = tuple(pc.hosts or BUILTIN_HOSTS.get(name, ()))
+    hosts = tuple(pc.hosts or ())
     if not hosts:
         raise ConfigError(f"provider {name!r} needs hosts = [...]")
     upstream = Upstream.parse(pc.upstream or f"https://{hosts[0]}")
@@ -119,6 +140,7 @@ def _build_provider(name: str, pc: ProviderConfig, base_dir: Path, env: Mapping[
         passthrough = tuple(pc.passthrough)
     else:
         passthrough = tuple(base_path + p for p in family.passthrough) + family.extra_passthrough
+    untouched = tuple(pc.untouched or ())
     keys = _load_keys(name, pc, base_dir, env)
     try:
         pool = KeyPool(name, keys, strategy=resilience.key_strategy,
@@ -131,7 +153,8 @@ def _build_provider(name: str, pc: ProviderConfig, base_dir: Path, env: Mapping[
         raise ConfigError(f"provider {name!r}: credentials = \"centralized\" but no keys; set "
                           f"{_keys_env(name, pc)} (comma-separated) or keys_file")
     return Provider(name=name, family=family, hosts=hosts, upstream=upstream, base_path=base_path,
-                    passthrough=passthrough, credentials=credentials, pool=pool,
+                    passthrough=passthrough, untouched=untouched, credentials=credentials,
+                    pool=pool,
                     send_actor_headers=pc.send_actor_headers, workspace_id=pc.workspace_id)
 
 

@@ -1,0 +1,93 @@
+"""Responses over WebSocket (Codex's first choice): one interception per `response.create`.
+
+mitmproxy relays every frame unchanged; this only reads copies. A client frame of type
+`response.create` opens an interception (model, correlating tool-call id as for HTTP); the
+server's frames are the Responses stream events, fed to the same accumulator as SSE, and
+`response.completed` / `response.incomplete` / `response.failed` / `error` close it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from dataclasses import dataclass, field
+
+from aibridge.intercept import Actor, CredentialInfo, Interception
+from aibridge.providers.parsing import StreamAccumulator, parse_request
+from aibridge.sse import SSEEvent
+from aibridge.summary import ResponseSummary
+
+TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed", "error"})
+
+
+@dataclass
+class Finished:
+    interception: Interception
+    summary: ResponseSummary
+    outcome: str  # completed | failed
+    reason: str | None
+
+
+@dataclass
+class _Open:
+    interception: Interception
+    accumulator: StreamAccumulator = field(default_factory=lambda: StreamAccumulator("responses"))
+
+
+class SocketSession:
+    def __init__(self, provider: str, provider_type: str, route_path: str, actor: Actor,
+                 credential: CredentialInfo) -> None:
+        self.provider, self.provider_type, self.route_path = provider, provider_type, route_path
+        self.actor, self.credential = actor, credential
+        self._open: deque[_Open] = deque()  # responses run in order on one socket
+
+    def client_frame(self, text: str) -> Interception | None:
+        """A frame from the client; returns the interception it opened, if any."""
+        try:
+            frame = json.loads(text)
+        except ValueError:
+            return None
+        if not isinstance(frame, dict) or frame.get("type") != "response.create":
+            return None
+        # The create event carries the POST /v1/responses fields, at the top or under
+        # "response" depending on the client.
+        body = frame.get("response") if isinstance(frame.get("response"), dict) else frame
+        info = parse_request("responses", body)
+        interception = Interception(
+            provider=self.provider, provider_type=self.provider_type, route=self.route_path,
+            model=info.model, streaming=True, actor=self.actor, credential=self.credential,
+            correlating_tool_call_id=info.correlating_tool_call_id)
+        self._open.append(_Open(interception))
+        return interception
+
+    def server_frame(self, text: str) -> Finished | None:
+        """A frame from the provider; returns the interception it finished, if any."""
+        if not self._open:
+            return None
+        current = self._open[0]
+        kind = _event_type(text)
+        current.accumulator.feed(SSEEvent(event=kind, data=text))
+        if kind not in TERMINAL:
+            return None
+        self._open.popleft()
+        summary = current.accumulator.summary
+        if kind in ("response.completed", "response.incomplete") and not summary.error:
+            return Finished(current.interception, summary, "completed", None)
+        return Finished(current.interception, summary, "failed", summary.error or kind)
+
+    def close(self, reason: str | None) -> list[Finished]:
+        """The socket ended: whatever is still open did not complete."""
+        finished = [Finished(o.interception, o.accumulator.summary, "failed",
+                             reason or "socket closed before the response completed")
+                    for o in self._open]
+        self._open.clear()
+        return finished
+
+
+def _event_type(text: str) -> str | None:
+    try:
+        frame = json.loads(text)
+    except ValueError:
+        return None
+    kind = frame.get("type") if isinstance(frame, dict) else None
+    return kind if isinstance(kind, str) else None
