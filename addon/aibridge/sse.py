@@ -3,7 +3,8 @@
 mitmproxy hands a stream callable the body *after* chunked de-framing but *before*
 content-decoding, in arbitrary slices. `BodyDecoder` turns those slices into plain bytes
 incrementally and `SSEParser` turns plain bytes into events per the WHATWG EventSource
-rules, never holding more than one partial line (capped) between calls.
+rules, never holding more than one partial line (capped) between calls. The tap's path
+(`SSEParser.feed_raw`) leaves event data as bytes, for the accumulator to read as is.
 """
 
 from __future__ import annotations
@@ -82,6 +83,21 @@ class SSEParser:
             events = self._feed_lines(data)
             self._lines_only = self._skip_lf or self._first_line or self._discarding
             return events
+        if not (self._partial or self._data) and data.endswith(b"\n\n"):
+            # Exactly one frame, as when the upstream flushes every token.
+            end = len(data) - 2
+            nl = data.find(10)
+            if nl == end:
+                if data.startswith(b"data: "):
+                    event, self._event = self._event, None
+                    return [(event, data[6:end], self._last_id)]
+            elif (
+                data.find(10, nl + 1) == end
+                and data.startswith(b"event: ")
+                and data.startswith(b"data: ", nl + 1)
+            ):
+                self._event = None
+                return [(_name(data[7:nl]), data[nl + 7 : end], self._last_id)]
         events: list[RawEvent] = []
         if self._partial:
             self._partial += data

@@ -65,7 +65,8 @@ class SocketSession:
         if not self._open:
             return None
         current = self._open[0]
-        kind = _event_type(text)
+        frame = _json_object(text)
+        kind = frame.get("type") if isinstance(frame.get("type"), str) else None
         current.accumulator.feed(SSEEvent(event=kind, data=text))
         if kind not in TERMINAL:
             return None
@@ -73,7 +74,8 @@ class SocketSession:
         summary = current.accumulator.summary
         if kind in ("response.completed", "response.incomplete") and not summary.error:
             return Finished(current.interception, summary, "completed", None)
-        return Finished(current.interception, summary, "failed", summary.error or kind)
+        return Finished(current.interception, summary, "failed", _error_message(frame) or
+                        summary.error or kind)
 
     def close(self, reason: str | None) -> list[Finished]:
         """The socket ended: whatever is still open did not complete."""
@@ -84,10 +86,19 @@ class SocketSession:
         return finished
 
 
-def _event_type(text: str) -> str | None:
+def _json_object(text: str) -> dict:
     try:
         frame = json.loads(text)
     except ValueError:
-        return None
-    kind = frame.get("type") if isinstance(frame, dict) else None
-    return kind if isinstance(kind, str) else None
+        return {}
+    return frame if isinstance(frame, dict) else {}
+
+
+def _error_message(frame: dict) -> str | None:
+    """WebSocket error frames nest the error (`{"type": "error", "error": {...}}`), unlike the
+    flat SSE `error` event."""
+    error = frame.get("error")
+    if frame.get("type") == "error" and isinstance(error, dict):
+        message = error.get("message")
+        return message if isinstance(message, str) and message else None
+    return None

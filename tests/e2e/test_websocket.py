@@ -1,0 +1,95 @@
+"""Responses over WebSocket through the bridge, with the real openai SDK's WebSocket client."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from mitmproxy import io
+from websockets.exceptions import InvalidStatus
+
+from tests.e2e.harness import ALICE_TOKEN, OPENAI_KEY, provider_config
+from tests.fakeprovider import WsReply, ws_error
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:connect\\(\\) must be used as a context manager:DeprecationWarning")
+
+KEYS = "sk-ws-pool-key-0-aaaaaaaaaa,sk-ws-pool-key-1-bbbbbbbbbb"
+
+
+def connect(bridge, **kw):
+    client = bridge.openai(**kw)
+    return client.responses.connect(websocket_connection_options={
+        "ssl": bridge.ssl_context(), "proxy": bridge.proxy_url(), "open_timeout": 10})
+
+
+def until_done(conn) -> list:
+    events = []
+    for event in conn:
+        events.append(event)
+        if event.type in ("response.completed", "response.failed", "error"):
+            break
+    return events
+
+
+def test_two_responses_on_one_socket_are_two_interceptions(bridge, fake):
+    gate = threading.Event()
+    fake.enqueue_ws(WsReply(gate=gate))
+    with connect(bridge) as conn:
+        conn.response.create(model="gpt-5-codex", input="first")
+        first = next(iter(conn))  # arrives while the provider still holds the rest back
+        gate.set()
+        events = [first, *until_done(conn)]
+        conn.response.create(model="gpt-5-codex", input="second",
+                             previous_response_id=events[-1].response.id)
+        second = until_done(conn)
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == "Hello from fake"
+    assert second[-1].type == "response.completed"
+    assert second[-1].response.usage.output_tokens == 7
+    assert not fake.gate_timed_out
+    upgrade = fake.requests[-1]
+    assert upgrade.path == "/v1/responses"
+    assert upgrade.header("Authorization") == f"Bearer {OPENAI_KEY}"
+    assert upgrade.header("X-AI-Bridge-Actor-ID") == "alice"
+    assert [f["input"] for f in fake.ws_frames] == ["first", "second"]  # relayed unchanged
+    bridge.wait_for_log(r"model=gpt-5-codex stream=True status=ws .* in 11 out 7 "
+                        r"outcome=completed(.|\n)*model=gpt-5-codex stream=True status=ws")
+
+
+def test_error_frame_ends_the_interception_as_failed(bridge, fake):
+    fake.enqueue_ws(WsReply(events=[ws_error("model not found", code="model_not_found")]))
+    with connect(bridge) as conn:
+        conn.response.create(model="gpt-missing", input="x")
+        events = until_done(conn)
+    assert events[-1].type == "error"
+    bridge.wait_for_log(r"model=gpt-missing stream=True status=ws .* outcome=failed "
+                        r"reason='model not found'")
+
+
+def test_rejected_upgrade_gets_a_json_error_and_keys_stay_masked(fake, make_bridge):
+    bridge = make_bridge(provider_config(fake.url), env={"AIBRIDGE_OPENAI_KEYS": KEYS})
+    fake.enqueue_ws(WsReply(reject_status=429, reject_body={"error": {
+        "message": "Rate limit reached", "type": "rate_limit_error", "param": None,
+        "code": "rate_limit_exceeded"}}, reject_headers=[("retry-after", "20")]))
+    with pytest.raises(InvalidStatus) as info, connect(bridge):
+        pass
+    response = info.value.response
+    assert response.status_code == 429
+    assert response.headers["x-should-retry"] == "true"
+    assert b"was rate-limited; a retry uses the next key" in response.body
+    # The retry (Codex retries its socket) gets the second key.
+    with connect(bridge) as conn:
+        conn.response.create(model="gpt-5-codex", input="x")
+        assert until_done(conn)[-1].type == "response.completed"
+    assert fake.requests[-1].header("Authorization") == f"Bearer {KEYS.split(',')[1]}"
+    bridge.stop()
+    saved = bridge.flows_path.read_bytes()
+    for secret in [*KEYS.split(","), ALICE_TOKEN]:
+        assert secret.encode() not in saved
+    with open(bridge.flows_path, "rb") as f:
+        flows = [fl for fl in io.FlowReader(f).stream() if fl.websocket is not None]
+    meta = flows[-1].metadata["aibridge"]
+    assert meta["outcome"] == "completed"
+    assert [i["model"] for i in meta["interceptions"]] == ["gpt-5-codex"]
+    assert meta["interceptions"][0]["credential"]["hint"] == "sk-w...bbbb"
