@@ -93,3 +93,32 @@ def test_rejected_upgrade_gets_a_json_error_and_keys_stay_masked(fake, make_brid
     assert meta["outcome"] == "completed"
     assert [i["model"] for i in meta["interceptions"]] == ["gpt-5-codex"]
     assert meta["interceptions"][0]["credential"]["hint"] == "sk-w...bbbb"
+
+
+def test_codex_with_chatgpt_sign_in_is_byok_and_the_rest_of_chatgpt_untouched(fake, make_bridge):
+    bridge = make_bridge(provider_config(fake.url,
+                                         extra=f'[providers.chatgpt]\nupstream = "{fake.url}"\n'))
+    chatgpt_token = "eyJhbGciOi.chatgpt-access-token.sig"
+    client = bridge.openai(api_key=chatgpt_token, base_url="https://chatgpt.com/backend-api/codex",
+                           default_headers={"chatgpt-account-id": "acct-1"})
+    with client.responses.connect(websocket_connection_options={
+            "ssl": bridge.ssl_context(), "proxy": bridge.proxy_url(), "open_timeout": 10}) as conn:
+        conn.response.create(model="gpt-5-codex", input="hi")
+        assert until_done(conn)[-1].type == "response.completed"
+    upgrade = fake.requests[-1]
+    assert upgrade.path == "/backend-api/codex/responses"
+    assert upgrade.header("Authorization") == f"Bearer {chatgpt_token}"  # BYOK: the user's own
+    assert upgrade.header("chatgpt-account-id") == "acct-1"
+    assert upgrade.header("X-AI-Bridge-Actor-ID") == "alice"
+    # Elsewhere on chatgpt.com the bridge changes nothing: no actor headers, no key handling.
+    result = bridge.curl("-s", "-o", "/dev/null", "-w", "%{http_code}",
+                         "https://chatgpt.com/backend-api/conversations",
+                         "-H", "Authorization: Bearer web-session", "-H", "X-Custom: 1")
+    assert result.stdout == "404"  # the fake's own answer for an unknown path
+    seen = fake.requests[-1]
+    assert seen.path == "/backend-api/conversations"
+    assert seen.header("Authorization") == "Bearer web-session"
+    assert seen.header("X-AI-Bridge-Actor-ID") is None
+    bridge.wait_for_log(r"provider=chatgpt model=gpt-5-codex stream=True status=ws "
+                        r"credential=byok:eyJh\.\.\.\.sig")
+    bridge.stop()

@@ -1,0 +1,92 @@
+"""What the bridge records (reference §7.10), as plain immutable data.
+
+The addon builds these; the store writes them (SQLite or PostgreSQL) and telemetry turns them
+into spans and metrics. No field ever holds a secret: credentials appear as masked hints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+ERROR_MESSAGE_LIMIT = 1024  # bytes of UTF-8, reference §6.7
+
+
+@dataclass(frozen=True)
+class InterceptionStarted:
+    id: str  # UUID4
+    started_at: float  # epoch seconds
+    actor_id: str
+    actor_metadata: dict[str, str]
+    provider: str  # configured provider name
+    provider_type: str  # openai | anthropic
+    route: str  # e.g. /v1/messages
+    model: str
+    streaming: bool
+    transport: str  # http | websocket
+    client: str  # guessed from headers (reference §7.9), e.g. "Claude Code"
+    client_session_id: str | None
+    user_agent: str | None
+    credential_kind: str  # centralized | byok
+    credential_hint: str
+    credential_length: int
+    correlating_tool_call_id: str | None
+
+
+@dataclass(frozen=True)
+class InterceptionEnded:
+    id: str
+    ended_at: float
+    outcome: str  # completed | failed | cancelled | rejected
+    status: int | None  # HTTP status the client got (None: no response)
+    error_type: str | None  # reference §6.7: bad_request, unauthorized, rate_limited, ...
+    error_message: str | None  # at most ERROR_MESSAGE_LIMIT bytes
+    credential_hint: str  # of the last key tried
+    credential_length: int
+    response_model: str | None
+    response_id: str | None
+    time_to_first_token: float | None  # seconds, streaming only
+    key_attempts: int  # central keys tried (0 for BYOK)
+
+
+@dataclass(frozen=True)
+class TokenUsage:
+    interception_id: str
+    msg_id: str | None  # provider's message/response id
+    input_tokens: int  # as the API reports it (Anthropic: excludes cache)
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    extra: dict[str, int] = field(default_factory=dict)
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class PromptUsage:
+    interception_id: str
+    msg_id: str | None
+    prompt: str  # the last user prompt, subject to the privacy setting
+    truncated: bool
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class ToolUsage:
+    interception_id: str
+    msg_id: str | None
+    tool: str
+    tool_call_id: str
+    arguments: str  # raw JSON text as the model produced it
+    created_at: float = 0.0
+
+
+Record = InterceptionStarted | InterceptionEnded | TokenUsage | PromptUsage | ToolUsage
+
+
+def truncate_utf8(text: str | None, limit: int = ERROR_MESSAGE_LIMIT) -> str | None:
+    """At most `limit` bytes of UTF-8, never cutting a character in half."""
+    if text is None:
+        return None
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text
+    return data[:limit].decode("utf-8", errors="ignore")
