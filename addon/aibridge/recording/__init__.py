@@ -1,1 +1,2 @@
-"""Recording: every interception in a database (SQLite by default, PostgreSQL), off the data path."""
+"""Recording: every interception in a database (SQLite by default, or PostgreSQL),
+kept off the data path."""
