@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 from dataclasses import dataclass
 
 import httpx2
 from mitmproxy import connection, ctx, exceptions, http, tls
 
-from aibridge import accesslog, failover, failures, flowinfo, mitm_internals, resend
+from aibridge import accesslog, error_types, failover, failures, flowinfo, mitm_internals, resend
 from aibridge.actors import REALM, parse_proxy_authorization, token_digest
 from aibridge.circuit import Admission, circuit_open_error
+from aibridge.clients import guess_client
 from aibridge.config import ConfigError
 from aibridge.counters import Registry
 from aibridge.credential_policy import UpstreamCredential, resolve_credential
 from aibridge.error_convert import convert_error, converted_response_headers
 from aibridge.intercept import (
+    FAILOVER_KEY_HINT,
     OPENAI_ERR_TYPE_NOT_FOUND,
     Actor,
     CredentialInfo,
@@ -34,13 +37,17 @@ from aibridge.intercept import (
     new_credential_info,
     new_response_error,
 )
+from aibridge.keypool import KeyPoolError
 from aibridge.providers import BRIDGED, UNKNOWN, UNTOUCHED, Provider, RouteMatch
-from aibridge.providers.parsing import parse_request
+from aibridge.providers.parsing import RequestInfo, parse_request
+from aibridge.recording.recorder import Recorder, RecordingError
+from aibridge.reporting import Reporter
 from aibridge.request_body import declared_too_large, parse_json_object, too_large
 from aibridge.settings import Settings
 from aibridge.tap import StreamTap
+from aibridge.telemetry import Telemetry, TelemetryConfigError
 from aibridge.upstream_request import retarget, rewrite_for_upstream
-from aibridge.websocket import SocketSession
+from aibridge.websocket import Finished, SocketSession
 
 logger = logging.getLogger("aibridge")
 
@@ -66,6 +73,9 @@ class FlowState:
     timed_out: float | None = None  # the timeout that fired, in seconds
     synthesized: bool = False  # the response is the bridge's own, not the provider's
     websocket_route: str | None = None  # a WebSocket handshake that opens a bridged route
+    started_mono: float = 0.0  # monotonic clock at interception start, for time to first token
+    circuit_open: bool = False  # the bridge refused because the breaker is open
+    pool_error: str | None = None  # rate_limited | auth_failed when the key pool ran out
 
     @property
     def anthropic(self) -> bool:
@@ -82,6 +92,9 @@ class Bridge:
         self.settings: Settings | None = None
         self.counters = Registry()  # survives config reloads; telemetry reads it
         self._client: httpx2.AsyncClient | None = None  # for failover re-sends
+        self.recorder: Recorder | None = None
+        self.telemetry: Telemetry | None = None
+        self.reporter = Reporter(None, None)
         self._callers: weakref.WeakKeyDictionary[connection.Client, Caller] = (
             weakref.WeakKeyDictionary())
         self._flows: weakref.WeakKeyDictionary[http.HTTPFlow, FlowState] = (
@@ -111,9 +124,11 @@ class Bridge:
                 settings = Settings.load(ctx.options.bridge_config, self.counters)
             except ConfigError as e:
                 raise exceptions.OptionsError(f"aibridge: {e}") from None
+            self._start_reporting(settings)
             self.settings = settings
             for line in settings.describe():
                 logger.info(f"aibridge: {line}")
+            logger.info(f"aibridge: {self._reporting_summary()}")
 
         if self._client is not None and updated & {"bridge_config", "ssl_insecure",
                                                    "ssl_verify_upstream_trusted_ca"}:
@@ -123,6 +138,41 @@ class Bridge:
     async def done(self) -> None:
         if self._client is not None:
             await self._client.aclose()
+        self._stop_reporting()
+
+    def _start_reporting(self, settings: Settings) -> None:
+        """Recorder and telemetry live across requests; a config (re)load replaces them."""
+        config = settings.config
+        try:
+            recorder = (Recorder.from_settings(config.recording, settings.base_dir)
+                        if config.recording.enabled else None)
+        except RecordingError as e:
+            raise exceptions.OptionsError(f"aibridge: recording: {e}") from None
+        try:
+            telemetry = Telemetry.from_settings(
+                config.telemetry.exporter, service_name=config.telemetry.service_name,
+                otlp_endpoint=config.telemetry.otlp_endpoint, counters=self.counters)
+        except TelemetryConfigError as e:
+            if recorder is not None:
+                recorder.close(5)
+            raise exceptions.OptionsError(f"aibridge: telemetry: {e}") from None
+        self._stop_reporting()
+        self.recorder, self.telemetry = recorder, telemetry
+        self.reporter = Reporter(recorder, telemetry, prompts=config.recording.prompts,
+                                 prompt_limit=config.recording.prompt_limit)
+
+    def _stop_reporting(self) -> None:
+        if self.recorder is not None:
+            self.recorder.close(10)
+        if self.telemetry is not None:
+            self.telemetry.shutdown()
+        self.recorder = self.telemetry = None
+
+    def _reporting_summary(self) -> str:
+        where = (f"records to {self.recorder.stats()['database']}" if self.recorder
+                 else "recording off")
+        exporter = self._settings().config.telemetry.exporter
+        return f"{where}; telemetry exporter {exporter}"
 
     def running(self) -> None:
         problems = mitm_internals.install(failures.generic)
@@ -190,28 +240,32 @@ class Bridge:
         if state.match.kind == UNTOUCHED:
             retarget(flow.request, state.provider)
             return
-        limit = self._settings().config.max_body_bytes
+        body: object = None
+        req: RequestInfo | None = None
+        if state.match.kind == BRIDGED:
+            # A malformed request is refused before it becomes an interception.
+            try:
+                body = parse_json_object(flow.request, self._settings().config.max_body_bytes)
+            except ResponseError as e:
+                self._reply(flow, state, e)
+                return
+            assert state.match.route is not None
+            req = parse_request(state.match.route, body)
         try:
-            if state.match.kind == BRIDGED:
-                body = parse_json_object(flow.request, limit)
-            if state.match.kind == BRIDGED:
-                assert state.match.route is not None
-                req = parse_request(state.match.route, body)
+            if req is not None:
                 state.admission = self._admit(state, flow.request.path, req.model)
             pool = state.provider.pool
             credential = resolve_credential(state.provider, flow.request.headers,
                                             state.caller.token,
                                             attempt=pool.attempt() if pool else None)
         except ResponseError as e:
+            if req is not None:
+                self._open_interception(flow, state, req, body, _placeholder(state.provider))
             self._reply(flow, state, e)
             return
         state.credential, state.info = credential, credential.info
-        if state.match.kind == BRIDGED:
-            state.interception = Interception(
-                provider=state.provider.name, provider_type=state.provider.type,
-                route=flow.request.path.split("?", 1)[0], model=req.model,
-                streaming=req.streaming, actor=state.caller.actor, credential=credential.info,
-                correlating_tool_call_id=req.correlating_tool_call_id)
+        if req is not None:
+            self._open_interception(flow, state, req, body, credential.info)
         rewrite_for_upstream(flow.request, state.provider, credential, state.caller.actor)
         flowinfo.sent(flow, credential.info, state.interception)
         timeout = self._settings().config.resilience.upstream_timeout
@@ -245,9 +299,11 @@ class Bridge:
         if cred is not None and cred.key is not None and not state.synthesized:
             await self._fail_over(flow, state, cred)
         if flow.response.status_code == 101 and state.websocket_route and state.info:
+            up = state.provider.upstream
             self._sockets[flow] = SocketSession(
                 state.provider.name, state.provider.type, flow.request.path.split("?", 1)[0],
-                state.caller.actor, state.info)
+                state.caller.actor, state.info, guess_client(flow.request.headers, None),
+                flow.request.headers.get("user-agent"), (up.host, up.port))
             return  # the socket's interceptions are logged as its frames go by
         if (flow.response.status_code >= 400 and not state.synthesized
                 and state.match.kind != UNTOUCHED):
@@ -255,7 +311,10 @@ class Bridge:
         if cred is not None and cred.attempt is not None:
             cred.attempt.finish()
         self._record_circuit(state, flow.response.status_code)
-        flowinfo.finish(flow, state.interception, state.tap, state.match.route)
+        if state.interception is not None:
+            self._end_interception(flow, state)
+        else:
+            flowinfo.finish(flow, None, state.tap, state.match.route)
 
     def error(self, flow: http.HTTPFlow) -> None:
         state = self._flows.pop(flow, None)
@@ -275,7 +334,10 @@ class Bridge:
                 self.settings.breakers.record(state.admission, failure=True)
             else:
                 self._record_circuit(state, flow.response.status_code)
-        flowinfo.finish(flow, state.interception, state.tap, state.match.route)
+        if state.interception is not None:
+            self._end_interception(flow, state)
+        else:
+            flowinfo.finish(flow, None, state.tap, state.match.route)
 
     # -- Responses over WebSocket ---------------------------------------------------------------
 
@@ -287,10 +349,14 @@ class Bridge:
         if not message.is_text:
             return
         if message.from_client:
-            session.client_frame(message.text)
+            if (opened := session.client_frame(message.text)) is not None:
+                interception, body = opened
+                self.reporter.started(interception, route_kind="responses",
+                                      transport="websocket", client=session.client,
+                                      user_agent=session.user_agent, body=body,
+                                      server=session.server)
         elif (done := session.server_frame(message.text)) is not None:
-            flowinfo.socket_interception(flow, done.interception, done.summary, done.outcome,
-                                         done.reason)
+            self._end_socket_interception(flow, done)
 
     def websocket_end(self, flow: http.HTTPFlow) -> None:
         session = self._sockets.pop(flow, None)
@@ -298,11 +364,20 @@ class Bridge:
             return
         reason = flow.error.msg if flow.error else None
         for done in session.close(reason):
-            flowinfo.socket_interception(flow, done.interception, done.summary, done.outcome,
-                                         done.reason)
+            self._end_socket_interception(flow, done)
         meta = flow.metadata.get(flowinfo.KEY, {})
         failed = any(i["outcome"] != "completed" for i in meta.get("interceptions", []))
         meta["outcome"] = "failed" if failed else "completed"
+
+    def _end_socket_interception(self, flow: http.HTTPFlow, done: Finished) -> None:
+        flowinfo.socket_interception(flow, done.interception, done.summary, done.outcome,
+                                     done.reason)
+        kind = None if done.outcome == "completed" else error_types.error_type(
+            status=None, provider_type=done.interception.provider_type,
+            upstream_error_type=done.summary.error_type)
+        self.reporter.ended(done.interception, outcome=done.outcome, status=101,
+                            error_type=kind, error_message=done.reason, summary=done.summary,
+                            key_attempts=0, time_to_first_token=done.time_to_first_token)
 
     async def _fail_over(self, flow: http.HTTPFlow, state: FlowState,
                          cred: UpstreamCredential) -> None:
@@ -320,6 +395,9 @@ class Bridge:
         if outcome.key is not cred.key:
             info = new_credential_info(CredentialKind.CENTRALIZED, outcome.key.secret,
                                        cred.header)
+            if state.interception is not None:
+                self.reporter.failover(state.interception, cred.info.hint, info.hint,
+                                       f"upstream status {flow.response.status_code}")
             state.info = info
             if state.interception is not None:
                 state.interception.credential = info
@@ -330,6 +408,8 @@ class Bridge:
             flow.response = outcome.response
             self._scrub_value(flow, cred.header, state.info)
         elif outcome.error is not None:
+            if outcome.pool_error is not None:
+                state.pool_error = str(outcome.pool_error.kind)
             headers = failover.RETRY_NOW if outcome.retry_now else None
             flow.response = outcome.error.to_response(anthropic=state.anthropic, headers=headers)
             state.synthesized = True
@@ -345,12 +425,54 @@ class Bridge:
             response.headers = converted_response_headers(response.headers)
             response.content = converted
 
+    def _open_interception(self, flow: http.HTTPFlow, state: FlowState, req: RequestInfo,
+                           body: object, credential: CredentialInfo) -> None:
+        """The request is bridged: it becomes an interception, recorded from here on."""
+        state.started_mono = time.monotonic()
+        state.interception = Interception(
+            provider=state.provider.name, provider_type=state.provider.type,
+            route=flow.request.path.split("?", 1)[0], model=req.model,
+            streaming=req.streaming, actor=state.caller.actor, credential=credential,
+            correlating_tool_call_id=req.correlating_tool_call_id)
+        assert state.match.route is not None
+        up = state.provider.upstream
+        self.reporter.started(
+            state.interception, route_kind=state.match.route, transport="http",
+            client=guess_client(flow.request.headers, body),
+            user_agent=flow.request.headers.get("user-agent"), body=body,
+            server=(up.host, up.port))
+
+    def _end_interception(self, flow: http.HTTPFlow, state: FlowState) -> None:
+        interception = state.interception
+        if interception is None:
+            return
+        ending = flowinfo.finish(flow, interception, state.tap, state.match.route)
+        status = flow.response.status_code if flow.response else None
+        summary = ending.summary
+        ttft = None
+        if state.tap is not None and state.tap.first_token_at is not None:
+            ttft = max(0.0, state.tap.first_token_at - state.started_mono)
+        kind = error_types.error_type(
+            status=status, provider_type=state.provider.type,
+            timed_out=state.timed_out is not None, cancelled=ending.outcome == "cancelled",
+            circuit_open=state.circuit_open, key_pool_kind=state.pool_error,
+            upstream_error_type=summary.error_type if summary else None)
+        if ending.outcome == "completed":
+            kind = None
+        cred = state.credential
+        self.reporter.ended(
+            interception, outcome=ending.outcome, status=status, error_type=kind,
+            error_message=ending.reason, summary=summary,
+            key_attempts=cred.attempt.attempts if cred and cred.attempt else 0,
+            time_to_first_token=ttft)
+
     def _admit(self, state: FlowState, path: str, model: str) -> Admission | None:
         breakers = self._settings().breakers
         if breakers is None:
             return None
         admission = breakers.admit(state.provider.name, path.split("?", 1)[0], model)
         if not admission.allowed:
+            state.circuit_open = True
             raise circuit_open_error(admission.retry_after)
         return admission
 
@@ -422,6 +544,17 @@ class Bridge:
             self.settings.breakers.release(state.admission)  # refused before going upstream
             state.admission = None
         flowinfo.rejected(flow, error)
+        if isinstance(error.__cause__, KeyPoolError):
+            state.pool_error = str(error.__cause__.kind)
+        if state.interception is not None:
+            self.reporter.ended(
+                state.interception, outcome="rejected", status=error.status,
+                error_type=error_types.error_type(
+                    status=error.status, provider_type=state.provider.type,
+                    circuit_open=state.circuit_open, key_pool_kind=state.pool_error),
+                error_message=error.message, summary=None, key_attempts=0,
+                time_to_first_token=None)
+            state.interception = None  # ended; the response hook must not end it again
 
     def _scrub(self, flow: http.HTTPFlow, state: FlowState) -> None:
         """Once the request is on the wire, keep only the masked hint in the flow, so saved
@@ -448,3 +581,11 @@ def proxy_auth_required() -> http.Response:
         407, b"Proxy Authentication Required: set HTTPS_PROXY=http://<you>:<token>@host:port\n",
         {"Proxy-Authenticate": f'Basic realm="{REALM}"', "Proxy-Connection": "close",
          "Content-Type": "text/plain"})
+
+
+def _placeholder(provider: Provider) -> CredentialInfo:
+    """The credential of an interception refused before a key was chosen (reference §4.4)."""
+    if provider.pool is not None and provider.credentials != "byok":
+        return CredentialInfo(CredentialKind.CENTRALIZED, FAILOVER_KEY_HINT, 0)
+    return CredentialInfo(CredentialKind.BYOK, "", 0)
+

@@ -86,7 +86,15 @@ class AuthConfig(_Strict):
 
 
 class RecordingConfig(_Strict):
-    url: str | None = None
+    url: str | None = None  # sqlite:///path.db or postgresql://…; default: a SQLite file
+    enabled: bool = True
+    prompts: Literal["off", "truncated", "full"] = "truncated"
+    prompt_limit: int = Field(default=2000, ge=1)  # characters kept in "truncated" mode
+    spool_path: Path | None = None
+    queue_size: int = Field(default=10_000, ge=1)
+    batch_size: int = Field(default=500, ge=1)
+    batch_interval: float = Field(default=0.2, gt=0)
+    max_backoff: float = Field(default=5.0, gt=0)
 
 
 class CircuitConfig(_Strict):
@@ -105,10 +113,17 @@ class ResilienceConfig(_Strict):
     circuit: CircuitConfig = CircuitConfig()
 
 
+class TelemetryConfig(_Strict):
+    exporter: Literal["none", "console", "otlp"] = "none"
+    otlp_endpoint: str | None = None  # base URL; OTEL_EXPORTER_OTLP_* env applies without it
+    service_name: str = "aibridge"
+
+
 class BridgeConfig(_Strict):
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     auth: AuthConfig = AuthConfig()
     resilience: ResilienceConfig = ResilienceConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
     recording: RecordingConfig = RecordingConfig()
     max_body_bytes: int = Field(default=MAX_BODY_BYTES, gt=0)
 

@@ -15,6 +15,9 @@ Labels = tuple[tuple[str, str], ...]
 
 
 def labels(**kv: object) -> Labels:
+    if len(kv) == 1:  # the usual single label needs no sorting
+        ((k, v),) = kv.items()
+        return ((k, str(v)),)
     return tuple(sorted((k, str(v)) for k, v in kv.items()))
 
 

@@ -10,6 +10,7 @@ Modes per provider:
 
 from __future__ import annotations
 
+import functools
 import hmac
 from dataclasses import dataclass
 
@@ -50,10 +51,12 @@ def resolve_credential(provider: Provider, client_headers: Headers,
     A centralized credential takes the next key of `attempt` (a walk of `provider.pool`, so a
     failover loop calls this again per key), else the pool's first usable key.
     """
-    own = provider.family.client_credential(client_headers)
-    if own is not None and _is_proxy_token(own[1], proxy_token):
-        own = None  # the caller's proxy token is ours, never a provider credential to forward
     mode = provider.credentials
+    own = None  # a centralized provider never looks at the caller's own credential
+    if mode != "centralized":
+        own = provider.family.client_credential(client_headers)
+        if own is not None and _is_proxy_token(own[1], proxy_token):
+            own = None  # the caller's proxy token is ours, never a provider credential to forward
     if mode == "auto" and own is not None:
         mode = "byok"
     if mode == "byok":
@@ -75,11 +78,16 @@ def resolve_credential(provider: Provider, client_headers: Headers,
     except KeyPoolError as e:
         error = response_error_from_key_pool(e)
         assert isinstance(error, ResponseError)
-        raise error from None
+        raise error from e  # the cause tells callers how the pool was exhausted
     header = provider.family.auth_header
-    return UpstreamCredential(
-        new_credential_info(CredentialKind.CENTRALIZED, key.secret, header),
-        header, provider.family.auth_value(key.secret), key, attempt)
+    return UpstreamCredential(_central_info(key.secret, header), header,
+                              provider.family.auth_value(key.secret), key, attempt)
+
+
+@functools.lru_cache(maxsize=256)
+def _central_info(secret: str, header: str) -> CredentialInfo:
+    """A pool key's info (immutable) is the same for every request that uses it."""
+    return new_credential_info(CredentialKind.CENTRALIZED, secret, header)
 
 
 def _is_proxy_token(secret: str, proxy_token: bytes | None) -> bool:

@@ -40,6 +40,7 @@ class Outcome:
     response: http.Response | None = None  # the provider's answer that replaces the flow's
     error: ResponseError | None = None  # or the bridge's own error instead
     retry_now: bool = False  # the error invites an immediate retry (streaming failover)
+    pool_error: KeyPoolError | None = None  # set when the error is the pool's exhaustion
 
 
 async def after_response(response: http.Response, provider: Provider,
@@ -57,7 +58,7 @@ async def after_response(response: http.Response, provider: Provider,
         try:
             key = attempt.next()
         except KeyPoolError as e:
-            return Outcome(key, error=response_error_from_key_pool(e))
+            return Outcome(key, error=response_error_from_key_pool(e), pool_error=e)
         try:
             answer = await resend(client, request, credential.header,
                                   provider.family.auth_value(key.secret))
@@ -75,7 +76,8 @@ def _ask_to_retry(provider: Provider, key: Key, status: int) -> Outcome:
     pool = provider.pool
     assert pool is not None
     if not pool.has_valid_besides(key):
-        return Outcome(key, error=response_error_from_key_pool(pool.exhaustion()))
+        exhausted = pool.exhaustion()
+        return Outcome(key, error=response_error_from_key_pool(exhausted), pool_error=exhausted)
     return Outcome(key, retry_now=True, error=new_response_error(
         f"{provider.name}: key {mask_secret(key.secret)} was {REFUSALS[status]}; "
         "a retry uses the next key", OPENAI_ERR_TYPE_RATE_LIMIT, OPENAI_ERR_CODE_RATE_LIMIT,

@@ -5,6 +5,7 @@ metadata is saved with the flow."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 from mitmproxy import http
 
@@ -46,18 +47,25 @@ def rejected(flow: http.HTTPFlow, error: ResponseError) -> None:
                 f"from {meta.get('actor', {}).get('id', '?')}: {error.status} {error.message}")
 
 
+@dataclass(frozen=True)
+class Ending:
+    outcome: str  # completed | failed | cancelled | rejected
+    reason: str | None
+    summary: ResponseSummary | None
+
+
 def finish(flow: http.HTTPFlow, interception: Interception | None, tap: StreamTap | None,
-           route: str | None) -> None:
+           route: str | None) -> Ending:
     meta = flow.metadata.get(KEY)
     if meta is None or meta.get("outcome") == "rejected":
-        return
+        return Ending("rejected", None, None)
     outcome, reason = _outcome(flow, tap)
     meta["outcome"] = outcome
     if reason:
         meta["error"] = {"status": flow.response.status_code if flow.response else None,
                          "message": reason}
     if interception is None:
-        return
+        return Ending(outcome, reason, None)
     summary = _summary(flow, tap, route)
     if summary is not None:
         meta["usage"] = summary.to_dict()
@@ -66,6 +74,7 @@ def finish(flow: http.HTTPFlow, interception: Interception | None, tap: StreamTa
     flow.marked = {"completed": "", "cancelled": ":grey_question:"}.get(outcome, ":x:")
     status = flow.response.status_code if flow.response else "-"
     log(actor, interception, status, summary, outcome, reason)
+    return Ending(outcome, reason, summary)
 
 
 def socket_interception(flow: http.HTTPFlow, interception: Interception,

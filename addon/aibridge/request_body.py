@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import zlib
 
 from mitmproxy import http
 
-from aibridge.intercept import OPENAI_ERR_TYPE_INVALID_REQUEST, ResponseError, new_response_error
+from aibridge.intercept import (
+    OPENAI_ERR_TYPE_INVALID_REQUEST,
+    ResponseError,
+    get_header,
+    new_response_error,
+)
+from aibridge.providers.parsing import json_loads
 
 
 def too_large(limit: int) -> ResponseError:
@@ -20,7 +25,7 @@ def too_large(limit: int) -> ResponseError:
 def declared_too_large(request: http.Request, limit: int) -> bool:
     """Refuse early, before buffering, when Content-Length already says too much."""
     try:
-        return int(request.headers.get("content-length", "0")) > limit
+        return int(get_header(request.headers, "content-length", "0")) > limit
     except ValueError:
         return False
 
@@ -30,14 +35,14 @@ def parse_json_object(request: http.Request, limit: int) -> dict:
     raw = request.raw_content or b""
     if len(raw) > limit:
         raise too_large(limit)
-    mime = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    mime = get_header(request.headers, "content-type", "").split(";", 1)[0].strip().lower()
     if mime != "application/json" and not mime.endswith("+json"):
         raise new_response_error(
             f"unsupported content type {mime or '(none)'!r}: send the body as application/json",
             OPENAI_ERR_TYPE_INVALID_REQUEST, "unsupported_media_type", 415)
     content = _decoded(request, raw, limit)
     try:
-        body = json.loads(content)
+        body = json_loads(content)  # json.loads, several times faster on large bodies
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise new_response_error(f"request body is not valid JSON: {e}",
                                  OPENAI_ERR_TYPE_INVALID_REQUEST, "invalid_json", 400) from None
@@ -49,7 +54,7 @@ def parse_json_object(request: http.Request, limit: int) -> dict:
 
 def _decoded(request: http.Request, raw: bytes, limit: int) -> bytes:
     """The body without its Content-Encoding, never inflated beyond `limit` (no zip bombs)."""
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    encoding = get_header(request.headers, "content-encoding", "identity").strip().lower()
     if encoding in ("", "identity"):
         return raw
     if encoding not in ("gzip", "x-gzip", "deflate"):

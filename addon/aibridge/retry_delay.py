@@ -16,6 +16,8 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
+from mitmproxy.http import Headers
+
 DEFAULT_COOLDOWN = 60.0
 MIN_COOLDOWN = 1.0
 MAX_COOLDOWN = 3600.0
@@ -50,7 +52,24 @@ def parse_go_duration(text: str) -> float | None:
     return seconds if math.isfinite(seconds) else None
 
 
+_LIMIT_NAMES = frozenset(name.encode() for limit in _LIMITS for name in limit[:2])
+
+
 def _lower(headers: Mapping[str, str]) -> dict[str, str]:
+    """Lowercase name -> value; for mitmproxy `Headers` only the `_LIMITS` names (the only ones
+    looked up), read in one pass over the raw fields instead of a lookup per header name."""
+    if type(headers) is Headers:
+        found: dict[str, str] = {}
+        for name, value in headers.fields:
+            if not name.isascii():  # str.lower() may fold it into an ASCII name: the long way
+                break
+            name = name.lower()
+            if name in _LIMIT_NAMES:
+                key, text = name.decode(), value.decode("utf-8", "surrogateescape")
+                # Repeated fields fold as `Headers[name]` folds them.
+                found[key] = f"{found[key]}, {text}" if key in found else text
+        else:
+            return found
     return {k.lower(): v for k, v in headers.items()}
 
 

@@ -17,6 +17,7 @@ from aibridge.providers import ProviderRegistry, build_registry
 class Settings:
     config: BridgeConfig
     config_path: str | None
+    base_dir: Path  # relative paths in the config resolve from here
     registry: ProviderRegistry
     actors: ActorDirectory
     local_actor: Actor
@@ -34,6 +35,7 @@ class Settings:
         return cls(
             config=config,
             config_path=config_path,
+            base_dir=base_dir,
             registry=build_registry(config, base_dir, counters=counters),
             actors=load_actors(Path(actors_file) if actors_file else None),
             local_actor=local_user_actor(),

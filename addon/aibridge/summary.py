@@ -64,4 +64,12 @@ class ResponseSummary:
     text_chars: int = 0  # assembled output text, excluding thinking/reasoning and tool input
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """`dataclasses.asdict(self)`, built directly (asdict deep-copies field by field)."""
+        out = {name: getattr(self, name) for name in _SUMMARY_FIELDS}
+        out["extra_tokens"] = dict(self.extra_tokens)
+        out["tool_calls"] = [{"id": c.id, "name": c.name, "arguments": c.arguments}
+                             for c in self.tool_calls]
+        return out
+
+
+_SUMMARY_FIELDS = tuple(f.name for f in dataclasses.fields(ResponseSummary))

@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 from mitmproxy import http
+from mitmproxy.net.http.url import hostport
 
 from aibridge.credential_policy import UpstreamCredential
 from aibridge.intercept import (
     Actor,
     actor_headers,
-    build_upstream_headers,
-    is_websocket_upgrade,
 )
-from aibridge.providers import Provider
+from aibridge.intercept.headers import (
+    _native,
+    _new_headers,
+    split_client_headers,
+    upstream_fields,
+    websocket_upgrade_tokens,
+)
+from aibridge.providers import Provider, Upstream
+
+_BODY_METHODS = ("POST", "PUT", "PATCH")
+
+
+def _encode(value: str) -> bytes:
+    # What mitmproxy's Headers do with a str name or value.
+    return value.encode("utf-8", "surrogateescape")
 
 
 def rewrite_for_upstream(request: http.Request, provider: Provider,
@@ -20,36 +33,65 @@ def rewrite_for_upstream(request: http.Request, provider: Provider,
 
     The destination always comes from the registry, never from the CONNECT target or Host
     header, so a key can only ever travel to the provider's configured upstream.
+
+    The result is that of `build_upstream_headers(trusted, request.headers, credential.header)`
+    (trusted = the credential's auth header, then the actor headers), then the extras below,
+    then `retarget`; it is built as one field list in one pass over the client's headers.
     """
-    trusted = http.Headers([(credential.header.encode(), credential.value.encode())])
+    auth = credential.header.lower()
+    fields, stripped = split_client_headers(request.headers.fields, auth)
+    trusted = [(credential.header.encode(), credential.value.encode())]
     if provider.send_actor_headers:
-        for name, value in actor_headers(actor):
-            trusted.add(name, value)
-    headers = build_upstream_headers(trusted, request.headers, credential.header)
+        trusted += [(_encode(name), _encode(value)) for name, value in actor_headers(actor)]
+    upstream_fields(fields, trusted, auth)
     if provider.workspace_id and provider.type == "anthropic":
-        headers["Anthropic-Workspace-Id"] = provider.workspace_id
+        # Client values of this header were stripped above: setting it appends it.
+        fields.append((b"Anthropic-Workspace-Id", _encode(provider.workspace_id)))
     # mitmproxy is the transport here but does not re-encode bodies it streams: the client
     # negotiated the compression it can decode, so its Accept-Encoding goes upstream as sent.
-    for value in request.headers.get_all("accept-encoding"):
-        headers.add("Accept-Encoding", value)
-    if is_websocket_upgrade(request.method, request.headers):
+    for value in stripped.get("accept-encoding", ()):
+        fields.append((b"Accept-Encoding", value))
+    method = request.method
+    upgrade = stripped.get("upgrade")
+    if upgrade and method.upper() == "GET" and websocket_upgrade_tokens(
+            [_native(v) for v in stripped.get("connection", ())], [_native(v) for v in upgrade]):
         # The handshake's hop-by-hop pair is what makes it a handshake (Codex opens one).
-        headers.add("Connection", "Upgrade")
-        headers.add("Upgrade", request.headers["upgrade"])
+        fields.append((b"Connection", b"Upgrade"))
+        fields.append((b"Upgrade", b", ".join(upgrade)))
     body = request.raw_content or b""
-    if body or "content-length" in request.headers or request.method in ("POST", "PUT", "PATCH"):
-        headers["Content-Length"] = str(len(body))
-    if "host" in request.headers:
-        headers.insert(0, "Host", request.headers["host"])
-    request.headers = headers
-    retarget(request, provider)
+    if body or "content-length" in stripped or method in _BODY_METHODS:
+        fields.append((b"Content-Length", str(len(body)).encode()))
+    up = provider.upstream
+    target = hostport(up.scheme, up.host, up.port)
+    if "host" in stripped:
+        # The client's Host goes first, and retargeting rewrites it to the upstream's.
+        fields.insert(0, (b"Host", _encode(target)))
+    request.headers = _new_headers(fields)
+    _aim(request, up, target)
 
 
 def retarget(request: http.Request, provider: Provider) -> None:
     """Send the request to the provider's configured upstream, path prefix included."""
     up = provider.upstream
+    target = hostport(up.scheme, up.host, up.port)
+    headers = request.headers
+    # What setting `request.host` and `request.port` does to a Host header, done once.
+    if any(n.lower() == b"host" for n, _ in headers.fields):
+        headers["Host"] = target
+    _aim(request, up, target)
+
+
+def _aim(request: http.Request, up: Upstream, target: str) -> None:
+    """Scheme, host, port, authority and path of `up`; the Host header is the caller's job.
+
+    Equivalent to setting `request.scheme`, `.host` and `.port` (whose setters rewrite Host and
+    authority each time) and prefixing the path, with the authority written once.
+    """
     request.scheme = up.scheme
-    request.host = up.host  # also rewrites Host / :authority
-    request.port = up.port
+    data = request.data
+    data.host = up.host
+    data.port = up.port
+    if data.authority:
+        request.authority = target
     if up.path:
         request.path = up.path + request.path

@@ -9,9 +9,11 @@ server's frames are the Responses stream events, fed to the same accumulator as 
 from __future__ import annotations
 
 import json
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from aibridge.clients import ClientInfo
 from aibridge.intercept import Actor, CredentialInfo, Interception
 from aibridge.providers.parsing import StreamAccumulator, parse_request
 from aibridge.sse import SSEEvent
@@ -26,23 +28,32 @@ class Finished:
     summary: ResponseSummary
     outcome: str  # completed | failed
     reason: str | None
+    time_to_first_token: float | None
 
 
 @dataclass
 class _Open:
     interception: Interception
     accumulator: StreamAccumulator = field(default_factory=lambda: StreamAccumulator("responses"))
+    started_mono: float = field(default_factory=time.monotonic)
+
+    def finished(self, outcome: str, reason: str | None) -> Finished:
+        first = self.accumulator.first_token_at
+        ttft = max(0.0, first - self.started_mono) if first is not None else None
+        return Finished(self.interception, self.accumulator.summary, outcome, reason, ttft)
 
 
 class SocketSession:
     def __init__(self, provider: str, provider_type: str, route_path: str, actor: Actor,
-                 credential: CredentialInfo) -> None:
+                 credential: CredentialInfo, client: ClientInfo, user_agent: str | None,
+                 server: tuple[str, int]) -> None:
         self.provider, self.provider_type, self.route_path = provider, provider_type, route_path
         self.actor, self.credential = actor, credential
+        self.client, self.user_agent, self.server = client, user_agent, server
         self._open: deque[_Open] = deque()  # responses run in order on one socket
 
-    def client_frame(self, text: str) -> Interception | None:
-        """A frame from the client; returns the interception it opened, if any."""
+    def client_frame(self, text: str) -> tuple[Interception, dict] | None:
+        """A frame from the client; returns the interception it opened and its request body."""
         try:
             frame = json.loads(text)
         except ValueError:
@@ -58,7 +69,7 @@ class SocketSession:
             model=info.model, streaming=True, actor=self.actor, credential=self.credential,
             correlating_tool_call_id=info.correlating_tool_call_id)
         self._open.append(_Open(interception))
-        return interception
+        return interception, body
 
     def server_frame(self, text: str) -> Finished | None:
         """A frame from the provider; returns the interception it finished, if any."""
@@ -73,14 +84,12 @@ class SocketSession:
         self._open.popleft()
         summary = current.accumulator.summary
         if kind in ("response.completed", "response.incomplete") and not summary.error:
-            return Finished(current.interception, summary, "completed", None)
-        return Finished(current.interception, summary, "failed", _error_message(frame) or
-                        summary.error or kind)
+            return current.finished("completed", None)
+        return current.finished("failed", _error_message(frame) or summary.error or kind)
 
     def close(self, reason: str | None) -> list[Finished]:
         """The socket ended: whatever is still open did not complete."""
-        finished = [Finished(o.interception, o.accumulator.summary, "failed",
-                             reason or "socket closed before the response completed")
+        finished = [o.finished("failed", reason or "socket closed before the response completed")
                     for o in self._open]
         self._open.clear()
         return finished

@@ -50,7 +50,8 @@ class BridgeProcess:
         self.confdir = workdir / "certs"
         self.log_path = workdir / "mitmdump.log"
         self.flows_path = workdir / "flows.mitm"
-        self.env = {**os.environ, "AIBRIDGE_OPENAI_KEYS": OPENAI_KEY,
+        self.env = {**os.environ, "AIBRIDGE_DATA_DIR": str(workdir / "data"),
+                    "AIBRIDGE_OPENAI_KEYS": OPENAI_KEY,
                     "AIBRIDGE_ANTHROPIC_KEYS": ANTHROPIC_KEY, **(env or {})}
         self.args = args or []
         self.script = script or str(ROOT / "addon" / "bridge.py")

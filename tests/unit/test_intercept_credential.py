@@ -119,3 +119,19 @@ def test_to_dict_is_json_and_secret_free():
     assert data["started_at"] == interception.started_at
     assert SECRET not in json.dumps(data)
     assert SECRET not in repr(interception)
+
+
+def test_interception_ids_are_random_version_4_uuids():
+    import uuid
+
+    from aibridge.intercept.interceptor import new_interception_id
+
+    ids = [new_interception_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for i in ids:
+        parsed = uuid.UUID(i)
+        assert str(parsed) == i
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    # every value of the variant's two free bits and of each other hex digit shows up
+    assert {i[19] for i in ids} == set("89ab")
+    assert {i[0] for i in ids} == set("0123456789abcdef")

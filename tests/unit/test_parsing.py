@@ -962,3 +962,22 @@ def test_feed_raw_batch_with_done_and_bad_events() -> None:
     acc = check_raw("chat", frames)
     assert (acc.bad_events, acc.summary.completed, acc.summary.events) == (2, True, 5)
     assert acc.summary.error == "\ufffdraw failure"
+
+
+@pytest.mark.parametrize("data", [
+    b'{"a":1,"a":2}', b'{"a":NaN}', b'{"a":-Infinity}', b'{"a":123456789012345678901234567890}',
+    b'{"a":1e400}', b'{"a":"\\ud800"}', b'\xef\xbb\xbf{}', b'{"a":"x\ty"}', b'{"a":01}',
+    b'{"\xff":1}', b'{"a":1,}', b"", b" ", b"[1,2]", b'"s"', b'{"a":[' * 300 + b"]" * 300,
+    '{"a":"é"}'.encode("utf-16"), b'{"model":"gpt-4o","messages":[{"role":"user"}]}',
+    '{"a":"é"}',
+])
+def test_json_loads_is_json_loads(data):
+    from aibridge.providers.parsing import json_loads
+
+    try:
+        want = json.loads(data)
+    except Exception as e:
+        with pytest.raises(type(e)):
+            json_loads(data)
+    else:
+        assert repr(json_loads(data)) == repr(want)  # NaN != NaN

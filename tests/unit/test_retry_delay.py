@@ -198,3 +198,24 @@ def test_quota_not_exhausted(headers):
 
 def test_quota_custom_default():
     assert quota_exhausted_for({"x-ratelimit-remaining-tokens": "0"}, NOW, default=15.0) == 15.0
+
+
+# -- mitmproxy Headers are read in one pass ----------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_mitmproxy_headers_read_like_a_plain_mapping(seed):
+    import random
+
+    rng = random.Random(seed)
+    names = ["x-ratelimit-remaining-tokens", "X-RateLimit-Remaining-Tokens",
+             "x-ratelimit-reset-tokens", "X-RATELIMIT-RESET-TOKENS",
+             "anthropic-ratelimit-requests-remaining", "anthropic-ratelimit-requests-reset",
+             "content-type", "x-ratelimit-remaining-to\u212aens", "x-ratelimit-remaining-requests"]
+    values = ["0", "1", " 0 ", "6m0s", "1s", at(30), "x", "0, 5"]
+    for _ in range(100):
+        headers = Headers(fields=[(rng.choice(names).encode(), rng.choice(values).encode())
+                                  for _ in range(rng.randrange(0, 8))])
+        as_dict = {k: v for k, v in headers.items()}  # the Mapping path, name by name
+        assert quota_exhausted_for(headers, NOW) == quota_exhausted_for(as_dict, NOW)
+        assert reset_delay(headers, NOW) == reset_delay(as_dict, NOW)

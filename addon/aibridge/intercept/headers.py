@@ -7,9 +7,11 @@ from the bridge itself. Functions work on `mitmproxy.http.Headers` and always re
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from mitmproxy.http import Headers
 
-from .actor import is_actor_header
+from .actor import _ACTOR_PREFIX_LOWER, is_actor_header
 
 HOP_BY_HOP = frozenset(
     {
@@ -50,14 +52,40 @@ def _name(raw: bytes) -> str:
     return raw.decode("latin-1")
 
 
+def _native(raw: bytes) -> str:
+    # How mitmproxy's Headers decode values (get_all, [] and get).
+    return raw.decode("utf-8", "surrogateescape")
+
+
+# Raw header name -> (its lowercase latin-1 name, whether it is stripped whatever the request).
+# Clients send a handful of distinct spellings, so the filter below costs one dict lookup per
+# field instead of a decode, a lower() and four membership tests; bounded against odd clients.
+_CLASSIFIED: dict[bytes, tuple[str, bool]] = {}
+_CLASSIFIED_MAX = 1024
+_STRIPPED_PREFIXES = (PROXY_PATH_PREFIX, _ACTOR_PREFIX_LOWER)
+
+
+def _classify(raw: bytes) -> tuple[str, bool]:
+    known = _CLASSIFIED.get(raw)
+    if known is None:
+        lower = _name(raw).lower()
+        known = (lower, lower in STRIPPED_CLIENT_HEADERS or lower.startswith(_STRIPPED_PREFIXES))
+        if len(_CLASSIFIED) >= _CLASSIFIED_MAX:
+            _CLASSIFIED.clear()
+        _CLASSIFIED[raw] = known
+    return known
+
+
+def _tokens(values: list[str]) -> frozenset[str]:
+    """Comma-separated tokens of header values, trimmed and lowercase (empty ones dropped)."""
+    return frozenset(
+        token.strip().lower() for value in values for token in value.split(",") if token.strip()
+    )
+
+
 def _connection_tokens(headers: Headers) -> frozenset[str]:
     """Header names the sender declared hop-by-hop in `Connection` (RFC 9110 §7.6.1)."""
-    return frozenset(
-        token.strip().lower()
-        for value in headers.get_all("connection")
-        for token in value.split(",")
-        if token.strip()
-    )
+    return _tokens(headers.get_all("connection"))
 
 
 def _is_client_only(name: str, nominated: frozenset[str]) -> bool:
@@ -70,14 +98,64 @@ def _is_client_only(name: str, nominated: frozenset[str]) -> bool:
     )
 
 
+def split_client_headers(
+    fields: Iterable[tuple[bytes, bytes]], auth: str = ""
+) -> tuple[list[tuple[bytes, bytes]], dict[str, list[bytes]]]:
+    """One pass over raw client header fields: the ones that may go upstream, in order, and the
+    stripped ones by lowercase name (raw values, in order).
+
+    Same verdict as `prepare_client_headers`, and a field named `auth` (lowercase) is dropped
+    too, as `build_upstream_headers` does. A name that `Connection` nominates is dropped but not
+    listed among the stripped ones.
+    """
+    kept: list[tuple[bytes, bytes]] = []
+    kept_names: list[str] = []
+    stripped: dict[str, list[bytes]] = {}
+    classify = _CLASSIFIED.get
+    for field in fields:
+        known = classify(field[0]) or _classify(field[0])
+        if known[1]:
+            values = stripped.get(known[0])
+            if values is None:
+                stripped[known[0]] = [field[1]]
+            else:
+                values.append(field[1])
+        elif known[0] != auth:
+            kept.append(field)
+            kept_names.append(known[0])
+    if "connection" in stripped:
+        nominated = _tokens([_native(v) for v in stripped["connection"]])
+        if nominated:
+            kept = [f for f, name in zip(kept, kept_names, strict=True) if name not in nominated]
+    return kept, stripped
+
+
+def _new_headers(fields: list[tuple[bytes, bytes]]) -> Headers:
+    # Headers(fields=...) re-copies and re-checks every field; these come from Headers already.
+    headers = Headers()
+    headers.fields = tuple(fields)
+    return headers
+
+
 def prepare_client_headers(headers: Headers | None) -> Headers:
     """A copy of the client headers without the ones that must not reach the provider."""
     if headers is None:
         return Headers()
-    nominated = _connection_tokens(headers)
-    return Headers(
-        fields=[(n, v) for n, v in headers.fields if not _is_client_only(_name(n), nominated)]
-    )
+    return _new_headers(split_client_headers(headers.fields)[0])
+
+
+def upstream_fields(
+    client: list[tuple[bytes, bytes]],
+    sdk_fields: Iterable[tuple[bytes, bytes]],
+    auth: str,
+) -> list[tuple[bytes, bytes]]:
+    """`client` (already split with `auth`) extended by the auth and actor headers of
+    `sdk_fields`: the field list `build_upstream_headers` returns. Extends `client` in place."""
+    for n, v in sdk_fields:
+        name = _name(n).lower()
+        if (auth and name == auth and v.strip()) or name.startswith(_ACTOR_PREFIX_LOWER):
+            client.append((n, v))
+    return client
 
 
 def build_upstream_headers(
@@ -92,15 +170,20 @@ def build_upstream_headers(
     CLIENT_AUTH (e.g. Azure's `Api-Key`).
     """
     auth = auth_header_name.lower()
-    fields = [
-        (n, v) for n, v in prepare_client_headers(client_headers).fields if _name(n).lower() != auth
-    ]
+    fields = split_client_headers(client_headers.fields, auth)[0] if client_headers else []
     if sdk_headers is not None:
-        for n, v in sdk_headers.fields:
-            name = _name(n).lower()
-            if (auth and name == auth and v.strip()) or is_actor_header(name):
-                fields.append((n, v))
-    return Headers(fields=fields)
+        upstream_fields(fields, sdk_headers.fields, auth)
+    return _new_headers(fields)
+
+
+def get_header(headers: Headers, name: str, default: str | None = None) -> str | None:
+    """`headers.get(name, default)` in one pass over the raw fields, several times cheaper:
+    case-insensitive, repeated fields folded with ", " as mitmproxy folds them."""
+    key = name.encode("utf-8", "surrogateescape").lower()
+    values = [v for n, v in headers.fields if n.lower() == key]
+    if not values:
+        return default
+    return ", ".join([_native(v) for v in values])
 
 
 def parse_bearer(value: str | None) -> str | None:
@@ -119,6 +202,13 @@ def parse_bearer(value: str | None) -> str | None:
 
 def is_websocket_upgrade(method: str, headers: Headers) -> bool:
     """A WebSocket handshake: GET with `Connection: upgrade` and `Upgrade: websocket` tokens."""
-    upgrade = {t.strip().lower() for v in headers.get_all("upgrade") for t in v.split(",")}
-    return method.upper() == "GET" and "upgrade" in _connection_tokens(headers) \
-        and "websocket" in upgrade
+    if method.upper() != "GET":  # checked first: no header is read for the usual POST
+        return False
+    return websocket_upgrade_tokens(headers.get_all("connection"), headers.get_all("upgrade"))
+
+
+def websocket_upgrade_tokens(connection: list[str], upgrade: list[str]) -> bool:
+    """The header half of `is_websocket_upgrade`, from the decoded header values."""
+    return "upgrade" in _tokens(connection) and "websocket" in {
+        t.strip().lower() for v in upgrade for t in v.split(",")
+    }

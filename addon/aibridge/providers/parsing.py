@@ -101,6 +101,20 @@ def _json_bytes(data: bytes) -> object:
 _loads = _jiter_loads or _json_bytes  # feed_raw's first try (then _json_text if it raises)
 
 
+def json_loads(data: bytes | str) -> object:
+    """`json.loads(data)`, value and errors alike, through jiter where jiter accepts the text.
+
+    Where jiter succeeds it agrees with json.loads; whatever it refuses (a BOM, UTF-16, lone
+    surrogates, nesting past its limit, invalid JSON, ...) goes to json.loads for the verdict.
+    """
+    if _jiter_loads is not None and isinstance(data, bytes):
+        try:
+            return _jiter_loads(data)
+        except Exception:  # any refusal is json's to judge
+            pass
+    return json.loads(data)
+
+
 # --- requests -------------------------------------------------------------------------
 
 

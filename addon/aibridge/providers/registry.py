@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -53,6 +54,15 @@ class RouteMatch:
     route: str | None = None  # "chat" | "responses" | "messages" for bridged routes
 
 
+# RouteMatch is immutable: one instance per outcome serves every request.
+_MATCHES = {kind: RouteMatch(kind) for kind in (PASSTHROUGH, UNTOUCHED, UNKNOWN)}
+
+
+@functools.lru_cache(maxsize=64)
+def _bridged_match(route: str) -> RouteMatch:
+    return RouteMatch(BRIDGED, route)
+
+
 @dataclass(frozen=True)
 class Provider:
     name: str
@@ -77,12 +87,12 @@ class Provider:
         if method == "POST" and bare.startswith(self.base_path):
             route = self.family.bridged.get(bare[len(self.base_path):])
             if route:
-                return RouteMatch(BRIDGED, route)
-        if any(bare.startswith(prefix) for prefix in self.passthrough):
-            return RouteMatch(PASSTHROUGH)
-        if any(bare.startswith(prefix) for prefix in self.untouched):
-            return RouteMatch(UNTOUCHED)
-        return RouteMatch(UNKNOWN)
+                return _bridged_match(route)
+        if bare.startswith(tuple(self.passthrough)):
+            return _MATCHES[PASSTHROUGH]
+        if bare.startswith(tuple(self.untouched)):
+            return _MATCHES[UNTOUCHED]
+        return _MATCHES[UNKNOWN]
 
     def websocket_route(self, path: str) -> str | None:
         """The bridged route a WebSocket handshake on `path` opens (Responses over WebSocket)."""

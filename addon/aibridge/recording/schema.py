@@ -1,0 +1,98 @@
+"""The record tables (SQLAlchemy Core), identical on SQLite and PostgreSQL.
+
+`interceptions` holds what is known when a request starts, `interception_ends` how it ended:
+two tables, so an end written before its start (they travel in different batches) needs no
+special case, and "interceptions with their outcome" is one LEFT JOIN on `id`. Usage rows
+carry a per-record UUID as key so a batch replayed from the spool never duplicates anything.
+Times are UTC timestamps. The migrations in alembic/versions create exactly this schema.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = sa.MetaData()
+
+# JSONB on PostgreSQL so metadata can be queried and indexed; JSON text on SQLite.
+Json = sa.JSON().with_variant(JSONB(), "postgresql")
+Timestamp = sa.DateTime(timezone=True)
+Id = sa.String(64)  # UUIDs, but never refuse a record for its id's shape
+
+interceptions = sa.Table(
+    "interceptions", metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("started_at", Timestamp, nullable=False),
+    sa.Column("actor_id", sa.Text, nullable=False),
+    sa.Column("actor_metadata", Json, nullable=False),
+    sa.Column("provider", sa.Text, nullable=False),
+    sa.Column("provider_type", sa.Text, nullable=False),
+    sa.Column("route", sa.Text, nullable=False),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("streaming", sa.Boolean, nullable=False),
+    sa.Column("transport", sa.Text, nullable=False),
+    sa.Column("client", sa.Text, nullable=False),
+    sa.Column("client_session_id", sa.Text),
+    sa.Column("user_agent", sa.Text),
+    sa.Column("credential_kind", sa.Text, nullable=False),
+    sa.Column("credential_hint", sa.Text, nullable=False),
+    sa.Column("credential_length", sa.Integer, nullable=False),
+    sa.Column("correlating_tool_call_id", sa.Text),
+    # The usage report filters by time and actor and groups by actor, model and day.
+    sa.Index("ix_interceptions_started_at", "started_at"),
+    sa.Index("ix_interceptions_actor_started_at", "actor_id", "started_at"),
+    sa.Index("ix_interceptions_model_started_at", "model", "started_at"),
+)
+
+interception_ends = sa.Table(
+    "interception_ends", metadata,
+    sa.Column("id", Id, primary_key=True),  # = interceptions.id (no FK: may arrive first)
+    sa.Column("ended_at", Timestamp, nullable=False),
+    sa.Column("outcome", sa.Text, nullable=False),
+    sa.Column("status", sa.Integer),
+    sa.Column("error_type", sa.Text),
+    sa.Column("error_message", sa.Text),
+    sa.Column("credential_hint", sa.Text, nullable=False),
+    sa.Column("credential_length", sa.Integer, nullable=False),
+    sa.Column("response_model", sa.Text),
+    sa.Column("response_id", sa.Text),
+    sa.Column("time_to_first_token", sa.Float),
+    sa.Column("key_attempts", sa.Integer, nullable=False),
+)
+
+token_usages = sa.Table(
+    "token_usages", metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("interception_id", Id, nullable=False),
+    sa.Column("msg_id", sa.Text),
+    sa.Column("input_tokens", sa.BigInteger, nullable=False),
+    sa.Column("output_tokens", sa.BigInteger, nullable=False),
+    sa.Column("cache_read_tokens", sa.BigInteger, nullable=False),
+    sa.Column("cache_write_tokens", sa.BigInteger, nullable=False),
+    sa.Column("extra", Json, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Index("ix_token_usages_interception_id", "interception_id"),
+)
+
+prompt_usages = sa.Table(
+    "prompt_usages", metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("interception_id", Id, nullable=False),
+    sa.Column("msg_id", sa.Text),
+    sa.Column("prompt", sa.Text, nullable=False),
+    sa.Column("truncated", sa.Boolean, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Index("ix_prompt_usages_interception_id", "interception_id"),
+)
+
+tool_usages = sa.Table(
+    "tool_usages", metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("interception_id", Id, nullable=False),
+    sa.Column("msg_id", sa.Text),
+    sa.Column("tool", sa.Text, nullable=False),
+    sa.Column("tool_call_id", sa.Text, nullable=False),
+    sa.Column("arguments", sa.Text, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Index("ix_tool_usages_interception_id", "interception_id"),
+)

@@ -1,0 +1,97 @@
+"""Writing entries to the database: one transaction per batch, duplicates ignored.
+
+Every table is keyed by the entry key, and inserts use the dialect's ON CONFLICT DO NOTHING
+(SQLite and PostgreSQL spell it the same in SQLAlchemy), so replaying a batch that was
+partly or wholly written before — after a lost connection, a crash, a spool replay — is safe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from aibridge.recording import schema
+from aibridge.recording.codec import Entry
+from aibridge.recording.errors import is_poison
+
+_TABLES: dict[str, sa.Table] = {
+    "started": schema.interceptions,
+    "ended": schema.interception_ends,
+    "token": schema.token_usages,
+    "prompt": schema.prompt_usages,
+    "tool": schema.tool_usages,
+}
+_TIMES = frozenset({"started_at", "ended_at", "created_at"})
+# Write order inside a transaction: starts first reads best for anyone watching live.
+_ORDER = ("started", "token", "prompt", "tool", "ended")
+
+
+class Store:
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self.backend = engine.dialect.name
+        dialect_insert: Callable[[sa.Table], Any] = (
+            postgresql.insert if self.backend == "postgresql" else sqlite.insert)
+        self._statements = {kind: dialect_insert(table).on_conflict_do_nothing(
+                                index_elements=["id"])
+                            for kind, table in _TABLES.items()}
+
+    def write(self, entries: Sequence[Entry]) -> None:
+        """All entries in one transaction. Raises whatever the database or a value raised."""
+        by_kind: dict[str, dict[str, dict[str, Any]]] = {}
+        for entry in entries:
+            # Same key twice in one batch (a replay meeting its original): keep the first.
+            by_kind.setdefault(entry.kind, {}).setdefault(entry.key, to_row(entry))
+        with self.engine.begin() as connection:
+            for kind in _ORDER:
+                if rows := by_kind.get(kind):
+                    connection.execute(self._statements[kind], list(rows.values()))
+
+    def write_each(self, entries: Sequence[Entry]) -> list[tuple[Entry, BaseException]]:
+        """Entry by entry, to isolate records the database refuses after a batch failed.
+        Returns the refused ones with their errors; any other failure is raised."""
+        refused: list[tuple[Entry, BaseException]] = []
+        for entry in entries:
+            try:
+                self.write([entry])
+            except Exception as e:
+                if not is_poison(e):
+                    raise
+                refused.append((entry, e))
+        return refused
+
+
+def to_row(entry: Entry) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for field in dataclasses.fields(entry.record):
+        value = getattr(entry.record, field.name)
+        row[field.name] = _timestamp(value) if field.name in _TIMES else _clean(value)
+    row["id"] = entry.key  # usage records: the per-record UUID; interceptions: their id
+    return row
+
+
+def _timestamp(epoch: float) -> datetime:
+    return datetime.fromtimestamp(float(epoch), UTC)
+
+
+def _clean(value: Any) -> Any:
+    """Text PostgreSQL would refuse (NUL characters, lone surrogates from broken JSON escapes)
+    is repaired rather than losing the record; SQLite gets the same text for consistency."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            value = value.replace("\x00", "")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            value = value.encode("utf-8", "replace").decode("utf-8")
+        return value
+    if isinstance(value, dict):
+        return {_clean(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value

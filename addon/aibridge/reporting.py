@@ -1,0 +1,110 @@
+"""One place where an interception's life is told to the recorder and to telemetry.
+
+The hooks say what happened (started, failed over, ended) with the objects they have; this
+turns that into records (aibridge.recording.records) and hands them to both sinks. Neither sink
+may slow or break a request: the recorder only enqueues, telemetry swallows its own errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Protocol
+
+from aibridge.clients import ClientInfo
+from aibridge.intercept import Interception
+from aibridge.prompts import apply_privacy, last_user_prompt
+from aibridge.recording.records import (
+    InterceptionEnded,
+    InterceptionStarted,
+    PromptUsage,
+    Record,
+    TokenUsage,
+    ToolUsage,
+    truncate_utf8,
+)
+from aibridge.summary import ResponseSummary
+from aibridge.telemetry import Telemetry
+
+logger = logging.getLogger("aibridge")
+
+
+class Sink(Protocol):
+    def submit(self, record: Record) -> None: ...
+
+
+class Reporter:
+    def __init__(self, recorder: Sink | None, telemetry: Telemetry | None, *,
+                 prompts: str = "truncated", prompt_limit: int = 2000) -> None:
+        self.recorder, self.telemetry = recorder, telemetry
+        self.prompts, self.prompt_limit = prompts, prompt_limit
+
+    def started(self, interception: Interception, *, route_kind: str, transport: str,
+                client: ClientInfo, user_agent: str | None, body: object,
+                server: tuple[str, int]) -> None:
+        cred = interception.credential
+        record = InterceptionStarted(
+            id=interception.id, started_at=interception.started_at,
+            actor_id=interception.actor.id, actor_metadata=dict(interception.actor.metadata),
+            provider=interception.provider, provider_type=interception.provider_type,
+            route=interception.route, model=interception.model,
+            streaming=interception.streaming, transport=transport, client=client.name,
+            client_session_id=client.session_id, user_agent=user_agent,
+            credential_kind=str(cred.kind), credential_hint=cred.hint,
+            credential_length=cred.length,
+            correlating_tool_call_id=interception.correlating_tool_call_id)
+        self._submit(record)
+        if self.telemetry is not None:
+            self.telemetry.interception_started(record, *server)
+        prompt, truncated = apply_privacy(
+            last_user_prompt(route_kind, body), self.prompts,
+            self.prompt_limit)
+        if prompt:
+            self._submit(PromptUsage(interception.id, None, prompt, truncated, time.time()))
+
+    def failover(self, interception: Interception, from_hint: str, to_hint: str,
+                 reason: str) -> None:
+        if self.telemetry is not None:
+            self.telemetry.failover(interception.id, from_hint, to_hint, reason)
+
+    def ended(self, interception: Interception, *, outcome: str, status: int | None,
+              error_type: str | None, error_message: str | None,
+              summary: ResponseSummary | None, key_attempts: int,
+              time_to_first_token: float | None) -> None:
+        now = time.time()
+        if summary is not None:
+            tokens = TokenUsage(
+                interception.id, summary.response_id, summary.input_tokens,
+                summary.output_tokens, summary.cache_read_tokens, summary.cache_write_tokens,
+                dict(summary.extra_tokens), now)
+            if any((tokens.input_tokens, tokens.output_tokens, tokens.cache_read_tokens,
+                    tokens.cache_write_tokens)):
+                self._submit(tokens)
+                if self.telemetry is not None:
+                    self.telemetry.usage(tokens)
+            for call in summary.tool_calls:
+                self._submit(ToolUsage(interception.id, summary.response_id, call.name, call.id,
+                                       call.arguments, now))
+        if self.telemetry is not None and time_to_first_token is not None:
+            self.telemetry.first_token(interception.id,
+                                       interception.started_at + time_to_first_token)
+        cred = interception.credential
+        record = InterceptionEnded(
+            id=interception.id, ended_at=now, outcome=outcome, status=status,
+            error_type=error_type, error_message=truncate_utf8(error_message),
+            credential_hint=cred.hint, credential_length=cred.length,
+            response_model=summary.model if summary else None,
+            response_id=summary.response_id if summary else None,
+            time_to_first_token=time_to_first_token, key_attempts=key_attempts)
+        self._submit(record)
+        if self.telemetry is not None:
+            self.telemetry.interception_ended(record)
+
+    def _submit(self, record: Record) -> None:
+        if self.recorder is None:
+            return
+        try:
+            self.recorder.submit(record)
+        except Exception:  # the recorder promises not to raise; a bug must not cost a request
+            logger.exception("aibridge: recorder failed to accept a record")
+
