@@ -17,7 +17,16 @@ from dataclasses import dataclass
 import httpx2
 from mitmproxy import connection, ctx, exceptions, http, tls
 
-from aibridge import accesslog, error_types, failover, failures, flowinfo, mitm_internals, resend
+from aibridge import (
+    accesslog,
+    error_types,
+    failover,
+    failures,
+    flowinfo,
+    health,
+    mitm_internals,
+    resend,
+)
 from aibridge.actors import REALM, parse_proxy_authorization, token_digest
 from aibridge.circuit import Admission, circuit_open_error
 from aibridge.clients import guess_client
@@ -95,6 +104,7 @@ class Bridge:
         self.recorder: Recorder | None = None
         self.telemetry: Telemetry | None = None
         self.reporter = Reporter(None, None)
+        self._shim_problems: list[str] = []
         self._callers: weakref.WeakKeyDictionary[connection.Client, Caller] = (
             weakref.WeakKeyDictionary())
         self._flows: weakref.WeakKeyDictionary[http.HTTPFlow, FlowState] = (
@@ -124,6 +134,7 @@ class Bridge:
                 settings = Settings.load(ctx.options.bridge_config, self.counters)
             except ConfigError as e:
                 raise exceptions.OptionsError(f"aibridge: {e}") from None
+            self._guard_open_proxy(settings)
             self._start_reporting(settings)
             self.settings = settings
             for line in settings.describe():
@@ -134,6 +145,33 @@ class Bridge:
                                                    "ssl_verify_upstream_trusted_ca"}:
             old, self._client = self._client, None
             asyncio.get_running_loop().create_task(old.aclose())
+
+        elif self.settings and updated & {"mode", "listen_host", "listen_port"}:
+            self._guard_open_proxy(self.settings)
+
+    def _guard_open_proxy(self, settings: Settings) -> None:
+        if settings.actors.requires_auth or settings.config.auth.allow_open_proxy:
+            return
+        problem = health.open_proxy_problem(self._listen_addresses())
+        if problem:
+            raise exceptions.OptionsError(f"aibridge: {problem}")
+
+    @staticmethod
+    def _listen_addresses() -> list[tuple[str, int | None]]:
+        return health.listen_addresses(ctx.options.mode, ctx.options.listen_host,
+                                       ctx.options.listen_port or 8080)
+
+    def _health(self) -> http.Response:
+        settings = self.settings
+        problems = list(self._shim_problems)
+        if settings is None:
+            problems.append("not configured")
+        return health.health_response(health.status_document(
+            ready=not problems, problems=problems,
+            listen=[f"{h or '*'}:{p}" for h, p in self._listen_addresses()],
+            providers=settings.registry.providers if settings else [],
+            breakers=settings.breakers if settings else None, recorder=self.recorder,
+            telemetry_exporter=settings.config.telemetry.exporter if settings else "none"))
 
     async def done(self) -> None:
         if self._client is not None:
@@ -175,7 +213,11 @@ class Bridge:
         return f"{where}; telemetry exporter {exporter}"
 
     def running(self) -> None:
+        listen = ", ".join(f"{h or '*'}:{p}" for h, p in self._listen_addresses())
+        logger.info(f"aibridge: listening on {listen}; health: curl --proxy "
+                    f"http://<proxy> http://{health.HEALTH_HOST}/healthz")
         problems = mitm_internals.install(failures.generic)
+        self._shim_problems = problems
         if problems:
             logger.error("aibridge: upstream failures will reach clients as mitmproxy's HTML "
                          f"pages and upstream timeouts are off: {'; '.join(problems)}")
@@ -206,6 +248,9 @@ class Bridge:
     # -- requests ------------------------------------------------------------------------------
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if not flow.client_conn.tls_established and health.is_health_request(flow.request):
+            flow.response = self._health()  # probes carry no proxy credentials
+            return
         settings = self._settings()
         provider = self._provider_of(flow)
         caller = self._callers.get(flow.client_conn)

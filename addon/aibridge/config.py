@@ -83,6 +83,7 @@ BUILTIN_PROVIDERS: dict[str, ProviderConfig] = {
 
 class AuthConfig(_Strict):
     actors_file: Path | None = None
+    allow_open_proxy: bool = False  # listen beyond loopback without an actors file
 
 
 class RecordingConfig(_Strict):
