@@ -11,6 +11,7 @@ import base64
 import binascii
 import getpass
 import hashlib
+import hmac
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,9 +66,16 @@ class ActorDirectory:
         return self.source is not None
 
     def authenticate(self, token: str | None) -> Actor | None:
+        """Compares against every stored digest in constant time, so neither the outcome's
+        timing nor which entry matched tells an attacker anything."""
         if not token:
             return None
-        return self.by_digest.get(token_digest(token))
+        presented = token_digest(token)
+        found = None
+        for digest, actor in self.by_digest.items():
+            if hmac.compare_digest(digest, presented):
+                found = actor
+        return found
 
 
 def local_user_actor() -> Actor:

@@ -28,6 +28,7 @@ from aibridge import (
     resend,
 )
 from aibridge.actors import REALM, parse_proxy_authorization, token_digest
+from aibridge.authlimit import AuthFailureLimiter
 from aibridge.circuit import Admission, circuit_open_error
 from aibridge.clients import guess_client
 from aibridge.config import ConfigError
@@ -47,6 +48,7 @@ from aibridge.intercept import (
     new_response_error,
 )
 from aibridge.keypool import KeyPoolError
+from aibridge.privacy import strip_client_identity
 from aibridge.providers import BRIDGED, UNKNOWN, UNTOUCHED, Provider, RouteMatch
 from aibridge.providers.parsing import RequestInfo, parse_request
 from aibridge.recording.recorder import Recorder, RecordingError
@@ -105,6 +107,8 @@ class Bridge:
         self.telemetry: Telemetry | None = None
         self.reporter = Reporter(None, None)
         self._shim_problems: list[str] = []
+        self._auth_failures = AuthFailureLimiter()
+        self._watcher: asyncio.Task | None = None
         self._callers: weakref.WeakKeyDictionary[connection.Client, Caller] = (
             weakref.WeakKeyDictionary())
         self._flows: weakref.WeakKeyDictionary[http.HTTPFlow, FlowState] = (
@@ -174,6 +178,8 @@ class Bridge:
             telemetry_exporter=settings.config.telemetry.exporter if settings else "none"))
 
     async def done(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
         if self._client is not None:
             await self._client.aclose()
         self._stop_reporting()
@@ -212,7 +218,51 @@ class Bridge:
         exporter = self._settings().config.telemetry.exporter
         return f"{where}; telemetry exporter {exporter}"
 
+    async def _watch_files(self, interval: float = 1.0) -> None:
+        """Hot reload: a changed config, actors or keys file applies without a restart.
+        In-flight requests keep the settings they started with; a bad file is rejected with
+        a log line and the current settings stay."""
+        seen = self._fingerprint()
+        while True:
+            await asyncio.sleep(interval)
+            now = self._fingerprint()
+            if now == seen:
+                continue
+            seen = now
+            self.reload()
+
+    def reload(self) -> bool:
+        current = self._settings()
+        try:
+            settings = Settings.load(current.config_path, self.counters, previous=current)
+            self._guard_open_proxy(settings)
+            if (settings.config.recording, settings.config.telemetry) != (
+                    current.config.recording, current.config.telemetry):
+                self._start_reporting(settings)
+        except (ConfigError, exceptions.OptionsError) as e:
+            logger.error(f"aibridge: reload rejected, keeping the current settings: {e}")
+            return False
+        self.settings = settings
+        logger.info("aibridge: configuration reloaded")
+        for line in settings.describe():
+            logger.info(f"aibridge: {line}")
+        return True
+
+    def _fingerprint(self) -> tuple:
+        if self.settings is None:
+            return ()
+        marks = []
+        for path in self.settings.watched_files():
+            try:
+                stat = path.stat()
+                marks.append((str(path), stat.st_mtime_ns, stat.st_size))
+            except OSError:
+                marks.append((str(path), None, None))
+        return tuple(marks)
+
     def running(self) -> None:
+        if self._watcher is None:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch_files())
         listen = ", ".join(f"{h or '*'}:{p}" for h, p in self._listen_addresses())
         logger.info(f"aibridge: listening on {listen}; health: curl --proxy "
                     f"http://<proxy> http://{health.HEALTH_HOST}/healthz")
@@ -228,11 +278,8 @@ class Bridge:
         settings = self._settings()
         token = parse_proxy_authorization(flow.request.headers.get("proxy-authorization"))
         flow.request.headers.pop("proxy-authorization", None)
-        caller = self._authenticate(settings, token)
+        caller = self._authenticate_client(settings, flow, token)
         if caller is None:
-            logger.warning(f"aibridge: proxy authentication failed for CONNECT "
-                           f"{flow.request.host}:{flow.request.port} from "
-                           f"{flow.client_conn.peername[0]}")
             flow.response = proxy_auth_required()
             return
         self._callers[flow.client_conn] = caller
@@ -257,7 +304,7 @@ class Bridge:
         if caller is None:
             # A plain-HTTP proxy request (no CONNECT): it authenticates on every request.
             token = parse_proxy_authorization(flow.request.headers.get("proxy-authorization"))
-            caller = self._authenticate(settings, token)
+            caller = self._authenticate_client(settings, flow, token)
             if caller is None:
                 flow.response = proxy_auth_required()
                 return
@@ -311,6 +358,8 @@ class Bridge:
         state.credential, state.info = credential, credential.info
         if req is not None:
             self._open_interception(flow, state, req, body, credential.info)
+        if state.provider.strip_client_identity:
+            strip_client_identity(flow.request, body)  # after the interception recorded it
         rewrite_for_upstream(flow.request, state.provider, credential, state.caller.actor)
         flowinfo.sent(flow, credential.info, state.interception)
         timeout = self._settings().config.resilience.upstream_timeout
@@ -566,6 +615,26 @@ class Bridge:
         if self.settings is None:  # configure() always runs first; this guards misuse
             raise RuntimeError("aibridge is not configured")
         return self.settings
+
+    def _authenticate_client(self, settings: Settings, flow: http.HTTPFlow,
+                             token: str | None) -> Caller | None:
+        """Proxy credentials → caller, with failures rate-limited per client address."""
+        if not settings.actors.requires_auth:
+            return self._authenticate(settings, token)
+        address = flow.client_conn.peername[0] if flow.client_conn.peername else "?"
+        if self._auth_failures.blocked(address):
+            return None  # too many recent failures: not even checked
+        caller = self._authenticate(settings, token)
+        if caller is not None:
+            self._auth_failures.succeeded(address)
+        elif self._auth_failures.failed(address):
+            logger.warning(f"aibridge: {address} failed proxy authentication "
+                           f"{self._auth_failures.limit} times in "
+                           f"{self._auth_failures.window:g}s; refusing it for a while")
+        else:
+            logger.info(f"aibridge: proxy authentication failed for "
+                        f"{flow.request.host}:{flow.request.port} from {address}")
+        return caller
 
     def _authenticate(self, settings: Settings, token: str | None) -> Caller | None:
         digest = token_digest(token) if token else None

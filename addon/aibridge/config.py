@@ -41,6 +41,7 @@ class ProviderConfig(_Strict):
     keys_file: Path | None = None
     credentials: CredentialMode | None = None
     send_actor_headers: bool = True
+    strip_client_identity: bool = False  # session headers and metadata.user_id stay with us
     workspace_id: str | None = None
 
     @field_validator("hosts")
@@ -84,6 +85,11 @@ BUILTIN_PROVIDERS: dict[str, ProviderConfig] = {
 class AuthConfig(_Strict):
     actors_file: Path | None = None
     allow_open_proxy: bool = False  # listen beyond loopback without an actors file
+
+    def resolved_actors_file(self, base_dir: Path) -> Path | None:
+        if self.actors_file is None:
+            return None
+        return self.actors_file if self.actors_file.is_absolute() else base_dir / self.actors_file
 
 
 class RecordingConfig(_Strict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,26 +25,48 @@ class Settings:
     breakers: CircuitBreakers | None
 
     @classmethod
-    def load(cls, config_path: str | None, counters: Registry | None = None) -> Settings:
-        """Raises `ConfigError` with a message fit for the start-up log."""
+    def load(cls, config_path: str | None, counters: Registry | None = None,
+             previous: Settings | None = None) -> Settings:
+        """Raises `ConfigError` with a message fit for the start-up log.
+
+        With `previous` (a hot reload), key pools whose keys did not change and the circuit
+        breakers carry over, so a reload does not forget which keys are cooling or dead.
+        """
         counters = counters if counters is not None else Registry()
         config, base_dir = load_config(config_path)
         circuit = config.resilience.circuit
-        actors_file = config.auth.actors_file
-        if actors_file is not None and not actors_file.is_absolute():
-            actors_file = base_dir / actors_file
+        registry = build_registry(config, base_dir, counters=counters)
+        if previous is not None:
+            registry = _carry_pools(registry, previous.registry)
+        breakers = None
+        if circuit.enabled:
+            breakers = CircuitBreakers(BreakerSettings(
+                failure_threshold=circuit.failures, window=circuit.window,
+                open_for=circuit.open_for, half_open_probes=circuit.half_open_probes),
+                counters=counters)
+            if previous is not None and previous.breakers is not None \
+                    and previous.config.resilience.circuit == circuit:
+                breakers = previous.breakers
         return cls(
             config=config,
             config_path=config_path,
             base_dir=base_dir,
-            registry=build_registry(config, base_dir, counters=counters),
-            actors=load_actors(Path(actors_file) if actors_file else None),
+            registry=registry,
+            actors=load_actors(config.auth.resolved_actors_file(base_dir)),
             local_actor=local_user_actor(),
-            breakers=CircuitBreakers(BreakerSettings(
-                failure_threshold=circuit.failures, window=circuit.window,
-                open_for=circuit.open_for, half_open_probes=circuit.half_open_probes),
-                counters=counters) if circuit.enabled else None,
+            breakers=breakers,
         )
+
+    def watched_files(self) -> list[Path]:
+        """The files whose change triggers a reload: config, actors, keys files."""
+        files = [Path(self.config_path).expanduser().resolve()] if self.config_path else []
+        if self.actors.source is not None:
+            files.append(self.actors.source)
+        for pc in self.config.providers.values():
+            if pc.keys_file is not None:
+                files.append(pc.keys_file if pc.keys_file.is_absolute()
+                             else self.base_dir / pc.keys_file)
+        return files
 
     def describe(self) -> list[str]:
         """Start-up lines: what is decrypted, with how many keys (never keys), who may connect."""
@@ -61,3 +84,17 @@ class Settings:
                          f"attributed to the local user {self.local_actor.id!r}")
         lines.append("every other host is tunnelled without decryption")
         return lines
+
+
+def _carry_pools(registry: ProviderRegistry, old: ProviderRegistry) -> ProviderRegistry:
+    before = {p.name: p.pool for p in old.providers if p.pool is not None}
+    providers = []
+    for p in registry.providers:
+        pool = before.get(p.name)
+        if p.pool is not None and pool is not None and pool.keys == p.pool.keys \
+                and pool.strategy == p.pool.strategy \
+                and pool.dead_retry_after == p.pool.dead_retry_after:
+            p = dataclasses.replace(p, pool=pool)
+        providers.append(p)
+    by_host = {h: p for p in providers for h in p.hosts}
+    return ProviderRegistry(tuple(providers), by_host)

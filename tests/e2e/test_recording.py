@@ -168,3 +168,23 @@ def test_postgres_outage_loses_nothing_and_slows_nothing(fake, make_bridge, post
     assert len(rows(engine, "SELECT id FROM token_usages")) == 7
     log = bridge.log()  # the outage really happened, and was ridden out through the spool
     assert "unavailable" in log and "spooling records" in log and "is back" in log
+
+
+def test_privacy_option_keeps_client_identity_from_the_provider_but_records_it(fake,
+                                                                               make_bridge):
+    bridge = make_bridge(provider_config(fake.url).replace(
+        'credentials = "auto"', 'credentials = "auto"\nstrip_client_identity = true'))
+    user_id = json.dumps({"device_id": "d1", "session_id": "sess-42"})
+    bridge.anthropic().messages.create(
+        model="claude-sonnet-5", max_tokens=8, messages=[{"role": "user", "content": "hi"}],
+        metadata={"user_id": user_id},
+        extra_headers={"X-Claude-Code-Session-Id": "sess-42", "session_id": "s2",
+                       "User-Agent": "claude-cli/2.1.331 (external, cli)"})
+    seen = fake.requests[-1]
+    assert seen.header("X-Claude-Code-Session-Id") is None and seen.header("session_id") is None
+    assert "metadata" not in seen.json()
+    assert seen.json()["messages"] == [{"role": "user", "content": "hi"}]
+    bridge.stop()
+    engine = sa.create_engine(f"sqlite:///{bridge.workdir}/data/aibridge.db")
+    got = rows(engine, "SELECT client, client_session_id FROM interceptions")
+    assert got == [{"client": "Claude Code", "client_session_id": "sess-42"}]

@@ -76,6 +76,7 @@ class Provider:
     pool: KeyPool | None
     send_actor_headers: bool
     workspace_id: str | None
+    strip_client_identity: bool = False
 
     @property
     def type(self) -> str:
@@ -165,7 +166,8 @@ def _build_provider(name: str, pc: ProviderConfig, base_dir: Path, env: Mapping[
     return Provider(name=name, family=family, hosts=hosts, upstream=upstream, base_path=base_path,
                     passthrough=passthrough, untouched=untouched, credentials=credentials,
                     pool=pool,
-                    send_actor_headers=pc.send_actor_headers, workspace_id=pc.workspace_id)
+                    send_actor_headers=pc.send_actor_headers, workspace_id=pc.workspace_id,
+                    strip_client_identity=pc.strip_client_identity)
 
 
 def _keys_env(name: str, pc: ProviderConfig) -> str:
