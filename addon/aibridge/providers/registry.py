@@ -115,15 +115,26 @@ class ProviderRegistry:
         return self.by_host.get(host.lower().rstrip("."))
 
 
+def provider_configs(config: BridgeConfig) -> dict[str, ProviderConfig]:
+    """The built-in providers overlaid with the file's tables, enabled or not."""
+    merged = dict(BUILTIN_PROVIDERS)
+    for name, pc in config.providers.items():
+        base = BUILTIN_PROVIDERS.get(name)
+        merged[name] = base.model_copy(update=pc.model_dump(exclude_unset=True)) if base else pc
+    return merged
+
+
+def decrypted_hosts(config: BridgeConfig) -> list[str]:
+    """Every host the bridge decrypts, without loading keys (for PAC files and docs)."""
+    return [h for pc in provider_configs(config).values() if pc.enabled for h in pc.hosts or ()]
+
+
 def build_registry(config: BridgeConfig, base_dir: Path,
                    environ: Mapping[str, str] | None = None,
                    counters: Registry | None = None) -> ProviderRegistry:
     env = os.environ if environ is None else environ
     counters = counters if counters is not None else Registry()
-    merged = dict(BUILTIN_PROVIDERS)
-    for name, pc in config.providers.items():
-        base = BUILTIN_PROVIDERS.get(name)
-        merged[name] = base.model_copy(update=pc.model_dump(exclude_unset=True)) if base else pc
+    merged = provider_configs(config)
     providers: list[Provider] = []
     by_host: dict[str, Provider] = {}
     for name, pc in merged.items():
