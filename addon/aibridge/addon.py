@@ -146,7 +146,8 @@ class Bridge:
             logger.info(f"aibridge: {self._reporting_summary()}")
 
         if self._client is not None and updated & {"bridge_config", "ssl_insecure",
-                                                   "ssl_verify_upstream_trusted_ca"}:
+                                                   "ssl_verify_upstream_trusted_ca", "mode",
+                                                   "upstream_auth"}:
             old, self._client = self._client, None
             asyncio.get_running_loop().create_task(old.aclose())
 
@@ -582,7 +583,8 @@ class Bridge:
     def _resend_client(self) -> httpx2.AsyncClient:
         if self._client is None:
             self._client = resend.new_client(resend.upstream_ssl_context(ctx.options),
-                                             self._settings().config.resilience.upstream_timeout)
+                                             self._settings().config.resilience.upstream_timeout,
+                                             proxy=resend.upstream_proxy_url(ctx.options))
         return self._client
 
     def _explain_failure(self, flow: http.HTTPFlow, state: FlowState) -> None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import ssl
 from typing import Any
+from urllib.parse import quote
 
 import httpx2
 from mitmproxy import http
+from mitmproxy.proxy.mode_specs import ProxyMode, UpstreamMode
 
 # Hop-by-hop and framing headers are the transport's business on each leg.
 _SKIP_REQUEST = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive"})
@@ -29,10 +31,36 @@ def upstream_ssl_context(options: Any) -> ssl.SSLContext | bool:
     return ssl.create_default_context(cafile=certifi.where())
 
 
-def new_client(verify: ssl.SSLContext | bool, timeout: float) -> httpx2.AsyncClient:
-    # trust_env=False: the proxy's own HTTPS_PROXY must not bend provider traffic.
+def upstream_proxy_url(options: Any) -> str | None:
+    """The corporate proxy mitmproxy itself sends through (`--mode upstream:URL`), as a URL for
+    `new_client(proxy=...)`; None when no listener is in upstream mode.
+
+    The re-send must leave the same way as the first attempt: where egress is only allowed
+    through that proxy, a direct connection would fail or bypass its policy. With several
+    upstream listeners the first wins: the re-send client is shared by all listeners.
+    """
+    for spec in options.mode:
+        mode = ProxyMode.parse(spec)
+        if isinstance(mode, UpstreamMode):
+            host, port = mode.address
+            if ":" in host:  # IPv6 literal
+                host = f"[{host}]"
+            # mitmproxy adds `upstream_auth` to its own CONNECTs; the re-send needs it too.
+            auth = getattr(options, "upstream_auth", None)  # an addon's option: may be absent
+            userinfo = ""
+            if auth:
+                user, _, password = auth.partition(":")
+                userinfo = f"{quote(user, safe='')}:{quote(password, safe='')}@"
+            return f"{mode.scheme}://{userinfo}{host}:{port}"
+    return None
+
+
+def new_client(verify: ssl.SSLContext | bool, timeout: float, *,
+               proxy: str | None = None) -> httpx2.AsyncClient:
+    # trust_env=False: the proxy's own HTTPS_PROXY must not bend provider traffic; the only
+    # proxy is the one mitmproxy is configured with (see upstream_proxy_url).
     return httpx2.AsyncClient(verify=verify, timeout=timeout, trust_env=False,
-                              follow_redirects=False)
+                              follow_redirects=False, proxy=proxy)
 
 
 async def resend(client: httpx2.AsyncClient, request: http.Request, auth_header: str,
