@@ -16,9 +16,11 @@ from dataclasses import dataclass
 
 import httpx2
 from mitmproxy import connection, ctx, exceptions, http, tls
+from mitmproxy.proxy import server_hooks
 
 from aibridge import (
     accesslog,
+    egress,
     error_types,
     failover,
     failures,
@@ -109,6 +111,9 @@ class Bridge:
         self._shim_problems: list[str] = []
         self._auth_failures = AuthFailureLimiter()
         self._watcher: asyncio.Task | None = None
+        self._pinned: weakref.WeakKeyDictionary[connection.Client, tuple] = (
+            weakref.WeakKeyDictionary())
+        self._plain_requests: weakref.WeakSet[http.HTTPFlow] = weakref.WeakSet()
         self._callers: weakref.WeakKeyDictionary[connection.Client, Caller] = (
             weakref.WeakKeyDictionary())
         self._flows: weakref.WeakKeyDictionary[http.HTTPFlow, FlowState] = (
@@ -275,7 +280,7 @@ class Bridge:
 
     # -- who is calling, and what gets decrypted -----------------------------------------------
 
-    def http_connect(self, flow: http.HTTPFlow) -> None:
+    async def http_connect(self, flow: http.HTTPFlow) -> None:
         settings = self._settings()
         token = parse_proxy_authorization(flow.request.headers.get("proxy-authorization"))
         flow.request.headers.pop("proxy-authorization", None)
@@ -284,6 +289,27 @@ class Bridge:
             flow.response = proxy_auth_required()
             return
         self._callers[flow.client_conn] = caller
+        host, port = flow.request.host, flow.request.port
+        if settings.registry.for_host(host) is None and not ctx.options.mode[0].startswith(
+                "upstream"):
+            try:
+                ip = await egress.resolve_allowed(host, port, self._egress_allowed(settings))
+            except egress.EgressDenied as e:
+                logger.warning(f"aibridge: refused CONNECT from {caller.actor.id}: {e}")
+                flow.response = http.Response.make(403, f"Forbidden: {e}\n".encode(),
+                                                   {"Content-Type": "text/plain"})
+                return
+            # Pinned: the tunnel connects to the address that was checked (no DNS rebinding).
+            self._pinned[flow.client_conn] = ((host, port), (ip, port))
+
+    def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+        pinned = self._pinned.get(data.client)
+        if pinned is not None and data.server.address == pinned[0] and data.server.via is None:
+            data.server.address = pinned[1]
+
+    @staticmethod
+    def _egress_allowed(settings: Settings) -> tuple[egress.Network, ...]:
+        return egress.parse_networks(settings.config.egress.allow)
 
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
         if self._settings().registry.for_host(data.client_hello.sni) is None:
@@ -311,6 +337,8 @@ class Bridge:
                 return
         flow.request.headers.pop("proxy-authorization", None)
         if provider is None:
+            if not flow.client_conn.tls_established:
+                self._plain_requests.add(flow)  # checked in `request` (egress)
             return
         match = provider.match(flow.request.method, flow.request.path)
         state = FlowState(provider, match, caller)
@@ -326,7 +354,11 @@ class Bridge:
                                                           settings.config.max_body_bytes):
             self._reply(flow, state, too_large(settings.config.max_body_bytes))
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    async def request(self, flow: http.HTTPFlow) -> None:
+        if flow in self._plain_requests:
+            self._plain_requests.discard(flow)
+            await self._check_plain_egress(flow)
+            return
         state = self._flows.get(flow)
         if state is None or flow.response is not None:
             return
@@ -519,6 +551,21 @@ class Bridge:
         if converted is not None:
             response.headers = converted_response_headers(response.headers)
             response.content = converted
+
+    async def _check_plain_egress(self, flow: http.HTTPFlow) -> None:
+        """A plain-HTTP proxy request names its destination: refuse internal ones, and pin the
+        checked address (the Host header stays as sent)."""
+        if flow.response is not None or ctx.options.mode[0].startswith("upstream"):
+            return
+        request = flow.request
+        try:
+            ip = await egress.resolve_allowed(request.host, request.port,
+                                              self._egress_allowed(self._settings()))
+        except egress.EgressDenied as e:
+            flow.response = http.Response.make(403, f"Forbidden: {e}\n".encode(),
+                                               {"Content-Type": "text/plain"})
+            return
+        request.data.host = ip
 
     def _open_interception(self, flow: http.HTTPFlow, state: FlowState, req: RequestInfo,
                            body: object, credential: CredentialInfo) -> None:

@@ -120,6 +120,21 @@ class ResilienceConfig(_Strict):
     circuit: CircuitConfig = CircuitConfig()
 
 
+class EgressConfig(_Strict):
+    # Internal networks clients may reach through the proxy (CIDRs); everything else that is
+    # loopback, link-local or private is refused. Provider upstreams need no entry.
+    allow: list[str] = Field(default_factory=list)
+
+    @field_validator("allow")
+    @classmethod
+    def _networks(cls, values: list[str]) -> list[str]:
+        import ipaddress
+
+        for value in values:
+            ipaddress.ip_network(value, strict=False)  # ValueError names the bad entry
+        return values
+
+
 class TelemetryConfig(_Strict):
     exporter: Literal["none", "console", "otlp"] = "none"
     otlp_endpoint: str | None = None  # base URL; OTEL_EXPORTER_OTLP_* env applies without it
@@ -131,6 +146,7 @@ class BridgeConfig(_Strict):
     auth: AuthConfig = AuthConfig()
     resilience: ResilienceConfig = ResilienceConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
+    egress: EgressConfig = EgressConfig()
     recording: RecordingConfig = RecordingConfig()
     max_body_bytes: int = Field(default=MAX_BODY_BYTES, gt=0)
 

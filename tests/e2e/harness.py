@@ -170,8 +170,12 @@ class BridgeProcess:
         return sock, data
 
 
-def provider_config(upstream: str, *, extra: str = "", actors: bool = True) -> str:
+def provider_config(upstream: str, *, extra: str = "", actors: bool = True,
+                    egress_allow: tuple[str, ...] = ("127.0.0.0/8",)) -> str:
+    """Providers retargeted to the fake. The tests' other servers live on loopback, which the
+    bridge refuses to reach for clients by default: `egress_allow` opens it for them."""
     auth = '[auth]\nactors_file = "actors.toml"\n' if actors else ""
+    egress = f"[egress]\nallow = {list(egress_allow)!r}\n".replace("'", '"')
     return f"""
 [providers.openai]
 upstream = "{upstream}"
@@ -181,5 +185,6 @@ upstream = "{upstream}"
 credentials = "auto"
 
 {auth}
+{egress}
 {extra}
 """

@@ -121,3 +121,25 @@ def test_starts_from_the_project_root_with_a_relative_script_path(fake, make_bri
     bridge.openai().chat.completions.create(model="gpt-4o",
                                             messages=[{"role": "user", "content": "x"}])
     assert fake.requests[-1].header("Authorization") == f"Bearer {OPENAI_KEY}"
+
+
+def test_clients_cannot_reach_internal_addresses_but_providers_still_work(fake, make_bridge,
+                                                                          tls_server):
+    server, _ = tls_server
+    bridge = make_bridge(provider_config(fake.url, egress_allow=()))
+    for host in ("127.0.0.1", "localhost", f"{fake.port}.invalid"):
+        sock, head = bridge.connect(host, server.port)
+        sock.close()
+        assert head.startswith(b"HTTP/1.1 403"), (host, head)
+    # The provider's upstream (here on loopback, set by the operator) is not a CONNECT target:
+    sock, head = bridge.connect("127.0.0.1", fake.port)
+    sock.close()
+    assert head.startswith(b"HTTP/1.1 403")
+    result = bridge.curl("-s", "-o", "/dev/null", "-w", "%{http_code}",
+                         f"http://127.0.0.1:{fake.port}/v1/models")
+    assert result.stdout == "403"
+    # ... but provider traffic still goes there.
+    reply = bridge.openai().chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+    assert reply.choices[0].message.content == "Hello from fake"
+    assert "internal address" in bridge.log()
