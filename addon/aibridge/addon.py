@@ -184,8 +184,17 @@ class Bridge:
             telemetry_exporter=settings.config.telemetry.exporter if settings else "none"))
 
     async def done(self) -> None:
+        """Shutdown (SIGTERM) or script reload: in-flight requests and streams get a bounded
+        time to finish, then every pending record is flushed."""
         if self._watcher is not None:
             self._watcher.cancel()
+        grace = self.settings.config.shutdown_grace if self.settings else 0
+        deadline = time.monotonic() + grace
+        if self._flows or self._sockets:
+            logger.info(f"aibridge: waiting up to {grace:g}s for "
+                        f"{len(self._flows) + len(self._sockets)} in-flight request(s)")
+        while (self._flows or self._sockets) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         if self._client is not None:
             await self._client.aclose()
         self._stop_reporting()

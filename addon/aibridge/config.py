@@ -149,6 +149,7 @@ class BridgeConfig(_Strict):
     egress: EgressConfig = EgressConfig()
     recording: RecordingConfig = RecordingConfig()
     max_body_bytes: int = Field(default=MAX_BODY_BYTES, gt=0)
+    shutdown_grace: float = Field(default=20.0, ge=0)  # seconds in-flight requests get on exit
 
     @model_validator(mode="after")
     def _names(self) -> BridgeConfig:

@@ -6,10 +6,7 @@ from mitmproxy import http
 from mitmproxy.net.http.url import hostport
 
 from aibridge.credential_policy import UpstreamCredential
-from aibridge.intercept import (
-    Actor,
-    actor_headers,
-)
+from aibridge.intercept import Actor, actor_headers
 from aibridge.intercept.headers import (
     _native,
     _new_headers,

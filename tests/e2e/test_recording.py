@@ -188,3 +188,25 @@ def test_privacy_option_keeps_client_identity_from_the_provider_but_records_it(f
     engine = sa.create_engine(f"sqlite:///{bridge.workdir}/data/aibridge.db")
     got = rows(engine, "SELECT client, client_session_id FROM interceptions")
     assert got == [{"client": "Claude Code", "client_session_id": "sess-42"}]
+
+
+def test_sigterm_lets_an_inflight_stream_finish_and_flushes_its_record(fake, make_bridge):
+    import threading
+
+    from tests.e2e.test_streaming_and_input import CHAT_EVENTS
+
+    bridge = make_bridge(provider_config(fake.url))
+    gate = threading.Event()
+    fake.enqueue(Reply(events=CHAT_EVENTS, gate=gate, gate_timeout=20))
+    stream = iter(bridge.openai().chat.completions.create(
+        model="gpt-inflight", messages=MESSAGES, stream=True))
+    assert next(stream).choices[0].delta.content == "first"
+    bridge.proc.terminate()  # SIGTERM while the provider still holds the rest of the stream
+    bridge.wait_for_log(r"waiting up to 20s for 1 in-flight request")
+    gate.set()
+    assert [c.choices[0].delta.content for c in stream if c.choices] == [" rest"]
+    assert bridge.proc.wait(30) == 0
+    engine = sa.create_engine(f"sqlite:///{bridge.workdir}/data/aibridge.db")
+    got = rows(engine, "SELECT i.model, e.outcome FROM interceptions i "
+                       "JOIN interception_ends e ON e.id = i.id")
+    assert got == [{"model": "gpt-inflight", "outcome": "completed"}]

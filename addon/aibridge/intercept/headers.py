@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 from mitmproxy.http import Headers
 
-from .actor import _ACTOR_PREFIX_LOWER, is_actor_header
+from .actor import _ACTOR_PREFIX_LOWER
 
 HOP_BY_HOP = frozenset(
     {
@@ -83,30 +83,15 @@ def _tokens(values: list[str]) -> frozenset[str]:
     )
 
 
-def _connection_tokens(headers: Headers) -> frozenset[str]:
-    """Header names the sender declared hop-by-hop in `Connection` (RFC 9110 §7.6.1)."""
-    return _tokens(headers.get_all("connection"))
-
-
-def _is_client_only(name: str, nominated: frozenset[str]) -> bool:
-    lower = name.lower()
-    return (
-        lower in STRIPPED_CLIENT_HEADERS
-        or lower in nominated
-        or lower.startswith(PROXY_PATH_PREFIX)
-        or is_actor_header(lower)
-    )
-
-
 def split_client_headers(
-    fields: Iterable[tuple[bytes, bytes]], auth: str = ""
+    fields: Iterable[tuple[bytes, bytes]], auth: str | None = None
 ) -> tuple[list[tuple[bytes, bytes]], dict[str, list[bytes]]]:
     """One pass over raw client header fields: the ones that may go upstream, in order, and the
     stripped ones by lowercase name (raw values, in order).
 
-    Same verdict as `prepare_client_headers`, and a field named `auth` (lowercase) is dropped
-    too, as `build_upstream_headers` does. A name that `Connection` nominates is dropped but not
-    listed among the stripped ones.
+    The verdict of `prepare_client_headers`: stripped are the groups above, names `Connection`
+    nominates (RFC 9110 §7.6.1; dropped but not listed) and, when given, the name `auth`
+    (lowercase; dropped, not listed), as `build_upstream_headers` drops it.
     """
     kept: list[tuple[bytes, bytes]] = []
     kept_names: list[str] = []
@@ -120,7 +105,7 @@ def split_client_headers(
                 stripped[known[0]] = [field[1]]
             else:
                 values.append(field[1])
-        elif known[0] != auth:
+        elif auth is None or known[0] != auth:
             kept.append(field)
             kept_names.append(known[0])
     if "connection" in stripped:
@@ -170,7 +155,9 @@ def build_upstream_headers(
     CLIENT_AUTH (e.g. Azure's `Api-Key`).
     """
     auth = auth_header_name.lower()
-    fields = split_client_headers(client_headers.fields, auth)[0] if client_headers else []
+    fields = []
+    if client_headers is not None:
+        fields = split_client_headers(client_headers.fields, auth)[0]
     if sdk_headers is not None:
         upstream_fields(fields, sdk_headers.fields, auth)
     return _new_headers(fields)
