@@ -51,7 +51,8 @@ class _ActorsFile(BaseModel):
 
 
 def token_digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode("utf-8")).digest()
+    # surrogateescape: header values carry undecodable bytes as lone surrogates.
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ def parse_proxy_authorization(value: str | None) -> str | None:
         return None
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except (binascii.Error, ValueError):  # ValueError: non-ASCII input, bad UTF-8
         return None
     user, sep, password = decoded.partition(":")
     token = password if sep and password else user

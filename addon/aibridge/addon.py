@@ -39,6 +39,8 @@ from aibridge.credential_policy import UpstreamCredential, resolve_credential
 from aibridge.error_convert import convert_error, converted_response_headers
 from aibridge.intercept import (
     FAILOVER_KEY_HINT,
+    OPENAI_ERR_TYPE_API,
+    OPENAI_ERR_TYPE_INVALID_REQUEST,
     OPENAI_ERR_TYPE_NOT_FOUND,
     Actor,
     CredentialInfo,
@@ -59,10 +61,12 @@ from aibridge.request_body import declared_too_large, parse_json_object, too_lar
 from aibridge.settings import Settings
 from aibridge.tap import StreamTap
 from aibridge.telemetry import Telemetry, TelemetryConfigError
+from aibridge.textsafe import storable
 from aibridge.upstream_request import retarget, rewrite_for_upstream
 from aibridge.websocket import Finished, SocketSession
 
 logger = logging.getLogger("aibridge")
+MAX_HEAD_BYTES = 64 << 10  # provider APIs refuse larger heads anyway; we never forward them
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,7 @@ class FlowState:
     timer: asyncio.TimerHandle | None = None
     timed_out: float | None = None  # the timeout that fired, in seconds
     synthesized: bool = False  # the response is the bridge's own, not the provider's
+    client_close: bool = False  # the client sent `Connection: close` (stripped upstream)
     websocket_route: str | None = None  # a WebSocket handshake that opens a bridged route
     started_mono: float = 0.0  # monotonic clock at interception start, for time to first token
     circuit_open: bool = False  # the bridge refused because the breaker is open
@@ -289,7 +294,31 @@ class Bridge:
 
     # -- who is calling, and what gets decrypted -----------------------------------------------
 
+    # Fail closed: an unexpected error in these hooks must refuse the request, never let it
+    # through unauthenticated or unrewritten (mitmproxy would forward it as the client sent it).
+
     async def http_connect(self, flow: http.HTTPFlow) -> None:
+        try:
+            await self._http_connect(flow)
+        except Exception:
+            logger.exception("aibridge: internal error on CONNECT; refusing it")
+            flow.response = internal_error()
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        try:
+            self._requestheaders(flow)
+        except Exception:
+            logger.exception("aibridge: internal error on a request; refusing it")
+            flow.response = internal_error()
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        try:
+            await self._request(flow)
+        except Exception:
+            logger.exception("aibridge: internal error on a request; refusing it")
+            flow.response = internal_error()
+
+    async def _http_connect(self, flow: http.HTTPFlow) -> None:
         settings = self._settings()
         token = parse_proxy_authorization(flow.request.headers.get("proxy-authorization"))
         flow.request.headers.pop("proxy-authorization", None)
@@ -330,7 +359,7 @@ class Bridge:
 
     # -- requests ------------------------------------------------------------------------------
 
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
+    def _requestheaders(self, flow: http.HTTPFlow) -> None:
         if not flow.client_conn.tls_established and health.is_health_request(flow.request):
             flow.response = self._health()  # probes carry no proxy credentials
             return
@@ -351,11 +380,21 @@ class Bridge:
             return
         match = provider.match(flow.request.method, flow.request.path)
         state = FlowState(provider, match, caller)
+        state.client_close = "close" in flow.request.headers.get("connection", "").lower()
         if is_websocket_upgrade(flow.request.method, flow.request.headers):
             state.websocket_route = provider.websocket_route(flow.request.path)
         self._flows[flow] = state
         flowinfo.start(flow, state.provider, state.match, caller.actor)
-        if match.kind == UNKNOWN:
+        if sum(len(k) + len(v) for k, v in flow.request.headers.fields) > MAX_HEAD_BYTES:
+            self._reply(flow, state, new_response_error(
+                f"request headers larger than {MAX_HEAD_BYTES >> 10} KiB",
+                OPENAI_ERR_TYPE_INVALID_REQUEST, "headers_too_large", 431))
+        elif any(c in value for _, value in flow.request.headers.items(multi=True)
+                 for c in "\r\n\0"):
+            self._reply(flow, state, new_response_error(
+                "header values must not contain CR, LF or NUL", OPENAI_ERR_TYPE_INVALID_REQUEST,
+                "invalid_header", 400))
+        elif match.kind == UNKNOWN:
             self._reply(flow, state, new_response_error(
                 f"route not supported: {flow.request.method} {flow.request.path.split('?')[0]}",
                 OPENAI_ERR_TYPE_NOT_FOUND, "route_not_supported", 404))
@@ -363,7 +402,7 @@ class Bridge:
                                                           settings.config.max_body_bytes):
             self._reply(flow, state, too_large(settings.config.max_body_bytes))
 
-    async def request(self, flow: http.HTTPFlow) -> None:
+    async def _request(self, flow: http.HTTPFlow) -> None:
         if flow in self._plain_requests:
             self._plain_requests.discard(flow)
             await self._check_plain_egress(flow)
@@ -416,6 +455,8 @@ class Bridge:
         state.stop_timer()
         self._scrub(flow, state)
         response = flow.response
+        if state.client_close:
+            response.headers["Connection"] = "close"  # honour it: we removed it upstream
         if 200 <= response.status_code < 300 and is_event_stream(response):
             if state.interception is not None:
                 assert state.match.route is not None
@@ -582,9 +623,10 @@ class Bridge:
         state.started_mono = time.monotonic()
         state.interception = Interception(
             provider=state.provider.name, provider_type=state.provider.type,
-            route=flow.request.path.split("?", 1)[0], model=req.model,
+            route=storable(flow.request.path.split("?", 1)[0]), model=storable(req.model),
             streaming=req.streaming, actor=state.caller.actor, credential=credential,
-            correlating_tool_call_id=req.correlating_tool_call_id)
+            correlating_tool_call_id=(storable(req.correlating_tool_call_id)
+                                      if req.correlating_tool_call_id else None))
         assert state.match.route is not None
         up = state.provider.upstream
         self.reporter.started(
@@ -761,3 +803,9 @@ def _placeholder(provider: Provider) -> CredentialInfo:
         return CredentialInfo(CredentialKind.CENTRALIZED, FAILOVER_KEY_HINT, 0)
     return CredentialInfo(CredentialKind.BYOK, "", 0)
 
+
+
+def internal_error() -> http.Response:
+    error = new_response_error("aibridge: internal error; the request was not forwarded",
+                               OPENAI_ERR_TYPE_API, "internal_error", 500)
+    return error.to_response(anthropic=True)

@@ -16,6 +16,7 @@ from aibridge.providers import Provider, RouteMatch
 from aibridge.providers.parsing import summarize_json
 from aibridge.summary import ResponseSummary
 from aibridge.tap import StreamTap
+from aibridge.textsafe import printable, storable, storable_tree
 
 KEY = "aibridge"
 
@@ -35,16 +36,19 @@ def sent(flow: http.HTTPFlow, credential: CredentialInfo,
     meta = flow.metadata[KEY]
     meta["credential"] = credential.to_dict()
     if interception is not None:
-        meta["interception"] = interception.to_dict()
+        meta["interception"] = storable_tree(interception.to_dict())
 
 
 def rejected(flow: http.HTTPFlow, error: ResponseError) -> None:
     meta = flow.metadata.get(KEY, {})
-    meta.update(outcome="rejected", error={"status": error.status, "message": error.message})
-    flow.comment = f"aibridge rejected: {error.status} {error.message}"
+    meta.update(outcome="rejected",
+                error={"status": error.status, "message": storable(error.message)})
+    flow.comment = printable(f"aibridge rejected: {error.status} {error.message}", limit=500)
     flow.marked = ":no_entry:"
-    access.info(f"aibridge: rejected {flow.request.method} {flow.request.path.split('?')[0]} "
-                f"from {meta.get('actor', {}).get('id', '?')}: {error.status} {error.message}")
+    access.info(printable(
+        f"aibridge: rejected {flow.request.method} {flow.request.path.split('?')[0]} "
+        f"from {meta.get('actor', {}).get('id', '?')}: {error.status} {error.message}",
+        limit=2000))
 
 
 @dataclass(frozen=True)
@@ -63,12 +67,12 @@ def finish(flow: http.HTTPFlow, interception: Interception | None, tap: StreamTa
     meta["outcome"] = outcome
     if reason:
         meta["error"] = {"status": flow.response.status_code if flow.response else None,
-                         "message": reason}
+                         "message": storable(reason)}
     if interception is None:
         return Ending(outcome, reason, None)
     summary = _summary(flow, tap, route)
     if summary is not None:
-        meta["usage"] = summary.to_dict()
+        meta["usage"] = storable_tree(summary.to_dict())
     actor = meta["actor"]["id"]
     flow.comment = comment(actor, interception, summary, outcome, reason)
     flow.marked = {"completed": "", "cancelled": ":grey_question:"}.get(outcome, ":x:")
@@ -83,9 +87,10 @@ def socket_interception(flow: http.HTTPFlow, interception: Interception,
     meta = flow.metadata.get(KEY)
     if meta is None:
         return
-    entry = interception.to_dict() | {"usage": summary.to_dict(), "outcome": outcome}
+    entry = storable_tree(interception.to_dict() | {"usage": summary.to_dict(),
+                                                     "outcome": outcome})
     if reason:
-        entry["error"] = reason
+        entry["error"] = storable(reason)
     meta.setdefault("interceptions", []).append(entry)
     actor = meta["actor"]["id"]
     count = len(meta["interceptions"])
@@ -98,9 +103,9 @@ def comment(actor: str, interception: Interception, summary: ResponseSummary | N
             outcome: str, reason: str | None) -> str:
     tokens = (f"in {summary.input_tokens} out {summary.output_tokens}"
               if summary is not None else "no usage")
-    return (f"{actor} → {interception.provider} {interception.model} · key "
-            f"{interception.credential.hint} · {tokens} · {outcome}"
-            + (f": {reason}" if reason else ""))
+    return printable(f"{actor} → {interception.provider} {interception.model} · key "
+                     f"{interception.credential.hint} · {tokens} · {outcome}"
+                     + (f": {reason}" if reason else ""), limit=500)
 
 
 def log(actor: str, interception: Interception, status: object,
@@ -108,10 +113,11 @@ def log(actor: str, interception: Interception, status: object,
     tokens = (f"in {summary.input_tokens} out {summary.output_tokens}"
               if summary is not None else "no usage")
     cred = interception.credential
-    access.info(f"aibridge: {interception.id} actor={actor} provider={interception.provider} "
-                f"model={interception.model} stream={interception.streaming} status={status} "
-                f"credential={cred.kind}:{cred.hint} {tokens} outcome={outcome}"
-                + (f" reason={reason!r}" if reason else ""))
+    access.info(printable(
+        f"aibridge: {interception.id} actor={actor} provider={interception.provider} "
+        f"model={interception.model} stream={interception.streaming} status={status} "
+        f"credential={cred.kind}:{cred.hint} {tokens} outcome={outcome}"
+        + (f" reason={reason!r}" if reason else ""), limit=2000))
 
 
 def _outcome(flow: http.HTTPFlow, tap: StreamTap | None) -> tuple[str, str | None]:

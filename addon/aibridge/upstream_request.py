@@ -37,7 +37,8 @@ def rewrite_for_upstream(request: http.Request, provider: Provider,
     """
     auth = credential.header.lower()
     fields, stripped = split_client_headers(request.headers.fields, auth)
-    trusted = [(credential.header.encode(), credential.value.encode())]
+    # surrogateescape: a caller's own key goes back out byte for byte, odd bytes included.
+    trusted = [(credential.header.encode(), credential.value.encode("utf-8", "surrogateescape"))]
     if provider.send_actor_headers:
         trusted += [(_encode(name), _encode(value)) for name, value in actor_headers(actor)]
     upstream_fields(fields, trusted, auth)

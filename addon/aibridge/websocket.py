@@ -18,6 +18,7 @@ from aibridge.intercept import Actor, CredentialInfo, Interception
 from aibridge.providers.parsing import StreamAccumulator, parse_request
 from aibridge.sse import SSEEvent
 from aibridge.summary import ResponseSummary
+from aibridge.textsafe import storable
 
 TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed", "error"})
 
@@ -66,8 +67,10 @@ class SocketSession:
         info = parse_request("responses", body)
         interception = Interception(
             provider=self.provider, provider_type=self.provider_type, route=self.route_path,
-            model=info.model, streaming=True, actor=self.actor, credential=self.credential,
-            correlating_tool_call_id=info.correlating_tool_call_id)
+            model=storable(info.model), streaming=True, actor=self.actor,
+            credential=self.credential,
+            correlating_tool_call_id=(storable(info.correlating_tool_call_id)
+                                      if info.correlating_tool_call_id else None))
         self._open.append(_Open(interception))
         return interception, body
 

@@ -56,5 +56,9 @@ class CredentialInfo:
 def new_credential_info(
     kind: CredentialKind | str, secret: str, auth_header: str = ""
 ) -> CredentialInfo:
-    """Describe `secret` (masked here, then dropped); `kind` may be given as its string value."""
-    return CredentialInfo(CredentialKind(kind), mask_secret(secret), len(secret), auth_header)
+    """Describe `secret` (masked here, then dropped); `kind` may be given as its string value.
+
+    Undecodable header bytes arrive as lone surrogates: the hint escapes them, since it goes
+    into logs, saved flows and database rows, which need valid UTF-8."""
+    hint = mask_secret(secret).encode("utf-8", "backslashreplace").decode("utf-8")
+    return CredentialInfo(CredentialKind(kind), hint, len(secret), auth_header)
