@@ -9,3 +9,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from aibridge.addon import Bridge
 
 addons = [Bridge()]
+
+# The SSE content view for mitmweb/mitmdump (events, assembled text, tool calls, usage).
+from aibridge import contentview  # noqa: E402
+
+contentview.register()

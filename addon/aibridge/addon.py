@@ -66,6 +66,7 @@ from aibridge.upstream_request import retarget, rewrite_for_upstream
 from aibridge.websocket import Finished, SocketSession
 
 logger = logging.getLogger("aibridge")
+MITMWEB_DEFAULT_COLUMNS = ["tls", "icon", "path", "method", "status", "size", "time"]
 MAX_HEAD_BYTES = 64 << 10  # provider APIs refuse larger heads anyway; we never forward them
 
 
@@ -141,6 +142,10 @@ class Bridge:
             # answer offline; lazy lets the request hook decide first.
             logger.info("aibridge: using connection_strategy=lazy")
             ctx.options.connection_strategy = "lazy"
+        if "web_columns" in updated and "comment" not in ctx.options.web_columns \
+                and list(ctx.options.web_columns) == MITMWEB_DEFAULT_COLUMNS:
+            # mitmweb hides flow comments by default; ours say actor, model, key hint, tokens.
+            ctx.options.web_columns = [*MITMWEB_DEFAULT_COLUMNS, "comment"]
         if "bridge_access_log" in updated:
             accesslog.configure(ctx.options.bridge_access_log)
         if "bridge_config" in updated:
