@@ -26,6 +26,7 @@ import http
 import json
 import logging
 import os
+import random
 import ssl
 import tempfile
 import threading
@@ -105,6 +106,8 @@ class Reply:
     close_after_events: int | None = None  # abort the connection after this many events
     never_respond: bool = False
     encoding: str | None = None  # Content-Encoding to apply: gzip, br, zstd or deflate
+    abort: bool = False  # after ``delay``, abort the connection instead of answering
+    event_delay: float = 0.0  # seconds between SSE events (a slow, trickling stream)
 
     def __post_init__(self) -> None:
         # Fail in the test's thread, not later inside the server loop.
@@ -477,6 +480,127 @@ def _not_found(path: str) -> Reply:
     return Reply(status=404, body={"error": error})
 
 
+# --- fault injection ---------------------------------------------------------------------------
+
+# The kinds of fault, in the order a draw is matched against their probabilities.
+FAULT_KINDS = ("rate_limit", "server_error", "bad_gateway", "reset", "slow", "trickle", "stall")
+FAULT_PATHS = frozenset({"/v1/chat/completions", "/v1/responses", "/v1/messages"})
+_BAD_GATEWAY_HTML = (
+    "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>cloudflare</center>\r\n"
+    "</body>\r\n</html>\r\n"
+)
+
+
+@dataclass
+class Faults:
+    """Opt-in random failures for :class:`FakeProvider` (``FakeProvider(faults=Faults(...))``).
+
+    Each request to one of ``paths`` that would get a *default* reply (scripted replies are
+    never touched) draws once from ``rng`` (a ``random.Random(seed)``) and gets at most one
+    fault, each with its probability (their sum must be ≤ 1):
+
+    - ``rate_limit``: 429 in the provider's JSON shape with ``retry-after`` (whole seconds drawn
+      from ``retry_after``) and a zero ``x-ratelimit-remaining-requests`` /
+      ``anthropic-ratelimit-requests-remaining``;
+    - ``server_error``: 500 in the provider's JSON shape;
+    - ``bad_gateway``: 502 with a CDN's HTML page;
+    - ``reset``: streams send the head and ``k`` of their ``n`` events (``0 <= k < n``, so the
+      terminal event never arrives) and then abort the connection; other requests are aborted
+      without an answer;
+    - ``slow``: the normal reply after a first-byte delay drawn from ``slow_delay``;
+    - ``trickle``: streams only (else no fault): ``trickle_delay`` seconds between events;
+    - ``stall``: no answer at all until the client gives up (``Reply.never_respond``).
+
+    :attr:`counts` says how often each kind (and ``none``) was drawn. The draw happens on the
+    fake's event loop thread; read ``counts`` with :meth:`snapshot`.
+    """
+
+    rate_limit: float = 0.0
+    server_error: float = 0.0
+    bad_gateway: float = 0.0
+    reset: float = 0.0
+    slow: float = 0.0
+    trickle: float = 0.0
+    stall: float = 0.0
+    seed: int | None = None
+    retry_after: tuple[int, int] = (1, 3)
+    slow_delay: tuple[float, float] = (0.3, 2.0)
+    trickle_delay: float = 0.1
+    paths: frozenset[str] = FAULT_PATHS
+    rng: random.Random = field(init=False, repr=False)
+    counts: dict[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        probs = [getattr(self, kind) for kind in FAULT_KINDS]
+        if any(p < 0 for p in probs) or sum(probs) > 1 + 1e-9:
+            raise ValueError(f"fault probabilities must be >= 0 and sum to <= 1: {probs}")
+        self.rng = random.Random(self.seed)
+        self.counts = dict.fromkeys((*FAULT_KINDS, "none"), 0)
+        self._lock = threading.Lock()
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.counts)
+
+    def draw(self) -> str | None:
+        """One draw: the kind of fault for the next request, or None."""
+        x = self.rng.random()
+        for kind in FAULT_KINDS:
+            p = getattr(self, kind)
+            if x < p:
+                return kind
+            x -= p
+        return None
+
+    def apply(self, path: str, reply: Reply) -> Reply:
+        """``reply`` (the default answer to ``path``) or the fault drawn in its place."""
+        if path not in self.paths:
+            return reply
+        kind = self.draw()
+        streaming = reply.events is not None
+        if kind == "trickle" and not streaming:
+            kind = None
+        with self._lock:
+            self.counts[kind or "none"] += 1
+        anthropic = path == "/v1/messages"
+        if kind == "rate_limit":
+            seconds = self.rng.randint(*self.retry_after)
+            remaining = ("anthropic-ratelimit-requests-remaining" if anthropic
+                         else "x-ratelimit-remaining-requests")
+            return Reply(status=429, headers=[("retry-after", str(seconds)), (remaining, "0")],
+                         body=_fault_error(anthropic, "rate_limit_error", "rate_limit_exceeded",
+                                           "Rate limit reached (fake fault)"))
+        if kind == "server_error":
+            return Reply(status=500, body=_fault_error(anthropic, "api_error", None,
+                                                       "Internal server error (fake fault)"))
+        if kind == "bad_gateway":
+            return Reply(status=502, headers=[("Content-Type", "text/html")],
+                         body=_BAD_GATEWAY_HTML)
+        if kind == "reset":
+            if streaming:
+                assert reply.events is not None
+                k = self.rng.randrange(len(reply.events))
+                return Reply(status=reply.status, headers=reply.headers, events=reply.events,
+                             close_after_events=k)
+            return Reply(abort=True)
+        if kind == "slow":
+            reply.delay = self.rng.uniform(*self.slow_delay)
+            return reply
+        if kind == "trickle":
+            reply.event_delay = self.trickle_delay
+            return reply
+        if kind == "stall":
+            return Reply(never_respond=True)
+        return reply
+
+
+def _fault_error(anthropic: bool, type_: str, code: str | None, message: str) -> dict[str, Any]:
+    if anthropic:
+        return {"type": "error", "error": {"type": type_, "message": message}}
+    return {"error": {"message": message, "type": type_, "param": None, "code": code}}
+
+
 # --- the server ---------------------------------------------------------------------------------
 
 
@@ -497,11 +621,16 @@ class FakeProvider:
 
     ``record=False`` keeps :attr:`requests` and :attr:`ws_frames` empty (long benchmarks would
     otherwise grow them without bound); counters and scripted replies work either way.
+
+    ``faults`` (a :class:`Faults`, opt-in) replaces some default replies on the bridged routes
+    with random failures; scripted replies and the default without it are unchanged.
     """
 
-    def __init__(self, tls: ssl.SSLContext | None = None, *, record: bool = True) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None, *, record: bool = True,
+                 faults: Faults | None = None) -> None:
         self.tls = tls
         self.record = record
+        self.faults = faults
         self.port = 0
         self.connections_opened = 0
         self.ws_connections_opened = 0
@@ -733,6 +862,8 @@ class FakeProvider:
         if reply is None:
             builder = ROUTES.get((method, path))
             reply = _not_found(path) if builder is None else builder(n, _json_object(body), query)
+            if self.faults is not None and builder is not None:
+                reply = self.faults.apply(path, reply)
         return await self._send(reply, n, reader, writer, keep_alive, http10)
 
     @staticmethod
@@ -774,6 +905,9 @@ class FakeProvider:
             return False
         if reply.delay:
             await asyncio.sleep(reply.delay)
+        if reply.abort:
+            writer.transport.abort()
+            return False
 
         streaming = reply.events is not None
         # An HTTP/1.0 client cannot take chunked framing: the stream then ends with the close.
@@ -828,6 +962,8 @@ class FakeProvider:
                 return False
             if i == 1 and reply.gate is not None:
                 await self._wait_gate(reply.gate, reply.gate_timeout)
+            if reply.event_delay and i < len(reply.events):
+                await asyncio.sleep(reply.event_delay)
         tail = finish() if finish is not None else b""
         if http10:
             writer.write(tail)

@@ -91,6 +91,7 @@ class FlowState:
     timed_out: float | None = None  # the timeout that fired, in seconds
     synthesized: bool = False  # the response is the bridge's own, not the provider's
     client_close: bool = False  # the client sent `Connection: close` (stripped upstream)
+    client_status: int | None = None  # what the client got when the provider sent nothing
     websocket_route: str | None = None  # a WebSocket handshake that opens a bridged route
     started_mono: float = 0.0  # monotonic clock at interception start, for time to first token
     circuit_open: bool = False  # the bridge refused because the breaker is open
@@ -645,7 +646,7 @@ class Bridge:
         if interception is None:
             return
         ending = flowinfo.finish(flow, interception, state.tap, state.match.route)
-        status = flow.response.status_code if flow.response else None
+        status = flow.response.status_code if flow.response else state.client_status
         summary = ending.summary
         ttft = None
         if state.tap is not None and state.tap.first_token_at is not None:
@@ -657,6 +658,8 @@ class Bridge:
             upstream_error_type=summary.error_type if summary else None)
         if ending.outcome == "completed":
             kind = None
+        elif ending.outcome == "failed" and kind is None:
+            kind = "server_error"  # e.g. a stream the provider broke after a 200
         cred = state.credential
         self.reporter.ended(
             interception, outcome=ending.outcome, status=status, error_type=kind,
@@ -695,6 +698,7 @@ class Bridge:
         anthropic = state.provider.type == "anthropic"
         if flow.response is None:
             error = failures.unreachable(state.provider.name, flow, timed_out=state.timed_out)
+            state.client_status = error.status
             mitm_internals.pending_responses[flow.client_conn] = error.to_response(
                 anthropic=anthropic)
             if flow.error is not None:

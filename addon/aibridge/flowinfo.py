@@ -123,6 +123,10 @@ def log(actor: str, interception: Interception, status: object,
 def _outcome(flow: http.HTTPFlow, tap: StreamTap | None) -> tuple[str, str | None]:
     if flow.error is not None:
         if is_client_cancel(flow.error.msg):
+            if tap is not None and tap.summary.completed and not tap.summary.error:
+                # The OpenAI SDK hangs up at `data: [DONE]`, sometimes before the last
+                # (empty) chunk arrives: the client got everything.
+                return "completed", None
             return "cancelled", flow.error.msg
         return "failed", flow.error.msg
     response = flow.response

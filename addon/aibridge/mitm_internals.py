@@ -83,6 +83,9 @@ def install(generic: Callable[[int, str], http.Response]) -> list[str]:
         tail = pending_tails.pop(client, None)
         if not self.response and status is not None:
             response = response or generic(status, event.message)
+            # We close the connection next: say so, or a keep-alive client may already have
+            # sent its next request into a socket that is about to be reset.
+            response.headers["Connection"] = "close"
             yield commands.SendData(client, http1.assemble_response(response))
         elif self.response and tail is not None and _is_plain_chunked(self.response):
             yield commands.SendData(client, b"%x\r\n%s\r\n0\r\n\r\n" % (len(tail), tail))

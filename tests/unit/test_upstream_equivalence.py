@@ -73,7 +73,8 @@ def reference_retarget(request: http.Request, provider: Provider) -> None:
 
 def reference_rewrite(request: http.Request, provider: Provider,
                       credential: UpstreamCredential, actor: Actor) -> None:
-    trusted = http.Headers([(credential.header.encode(), credential.value.encode())])
+    trusted = http.Headers([(credential.header.encode(),
+                              credential.value.encode("utf-8", "surrogateescape"))])
     if provider.send_actor_headers:
         for name, value in actor_headers(actor):
             trusted.add(name, value)
@@ -104,7 +105,7 @@ NAMES = [
     "X-Forwarded-For", "x-forwarded-anything", "Forwarded", "X-AI-Bridge-Actor-ID",
     "x-ai-bridge-actor-metadata-team", "X-AI-Bridge-Request-ID", "Anthropic-Workspace-Id",
     "anthropic-version", "X-Coder-Agent-Firewall-Session-Id", "X-Hop", "x-hop", "X-Custom",
-    "Sec-WebSocket-Key", "\u00c0-Latin", "Kelvin-\u212a",
+    "Sec-WebSocket-Key", "\u00c0-Latin", "Kelvin-\u212a", "",
 ]
 VALUES = ["", " ", "v", "gzip, br", "keep-alive", "keep-alive, X-Hop", "Upgrade", "upgrade, x-hop",
           "websocket", "WebSocket, h2c", "Bearer sk-client-123", "sk-ant-client-456",
@@ -187,12 +188,7 @@ def test_rewrite_and_retarget_match_the_reference(seed):
             credential = resolve_credential(provider, fast.headers, None)
         except Exception:  # byok without a client key: nothing to rewrite
             continue
-        try:
-            reference_rewrite(ref, provider, credential, actor)
-        except UnicodeEncodeError:  # a client key that is not UTF-8 fails in both
-            with pytest.raises(UnicodeEncodeError):
-                rewrite_for_upstream(fast, provider, credential, actor)
-            continue
+        reference_rewrite(ref, provider, credential, actor)
         rewrite_for_upstream(fast, provider, credential, actor)
         assert state(fast) == state(ref)
 
