@@ -6,11 +6,11 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from aibridge.actors import ActorDirectory, load_actors, local_user_actor
-from aibridge.circuit import BreakerSettings, CircuitBreakers
+from aibridge.access.actors import ActorDirectory, load_actors, local_user_actor
 from aibridge.config import BridgeConfig, load_config
 from aibridge.counters import Registry
 from aibridge.intercept import Actor
+from aibridge.keys.circuit import BreakerSettings, CircuitBreakers
 from aibridge.providers import ProviderRegistry, build_registry
 
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from aibridge import cabundle
+from aibridge.ops import cabundle
 from tests.e2e.harness import ALICE_TOKEN, OPENAI_KEY, ROOT
 
 SCRIPT = f"""

@@ -14,8 +14,8 @@ import pytest
 import sqlalchemy as sa
 
 from aibridge.recording import schema
+from aibridge.recording.db_errors import RecordingError
 from aibridge.recording.engine import make_engine
-from aibridge.recording.errors import RecordingError
 from aibridge.recording.paths import resolve_url
 from aibridge.recording.recorder import Recorder
 from aibridge.recording.records import (

@@ -4,8 +4,8 @@ import logging
 
 import pytest
 
-from aibridge import accesslog
-from aibridge.accesslog import _Formatter
+from aibridge.observe import accesslog
+from aibridge.observe.accesslog import _Formatter
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from aibridge.actors import (
+from aibridge.access.actors import (
     ActorDirectory,
     load_actors,
     local_user_actor,

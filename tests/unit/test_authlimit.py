@@ -1,7 +1,7 @@
 """Proxy-auth failures are rate-limited per address; tokens compare in constant time."""
 
-from aibridge.actors import ActorDirectory, token_digest
-from aibridge.authlimit import AuthFailureLimiter
+from aibridge.access.actors import ActorDirectory, token_digest
+from aibridge.access.failure_limit import AuthFailureLimiter
 from aibridge.intercept import Actor
 
 

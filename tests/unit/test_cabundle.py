@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 from mitmproxy import certs
 
-from aibridge import cabundle, cli
-from aibridge.cabundle import CAError
+from aibridge.ops import cabundle, cli
+from aibridge.ops.cabundle import CAError
 
 NOW = datetime.now(UTC)
 

@@ -7,14 +7,14 @@ import pytest
 from anthropic.types import ErrorResponse
 from openai.types.shared import ErrorObject
 
-from aibridge.circuit import (
+from aibridge.counters import Registry
+from aibridge.keys.circuit import (
     Admission,
     BreakerSettings,
     CircuitBreakers,
     State,
     circuit_open_error,
 )
-from aibridge.counters import Registry
 
 KEY = ("anthropic", "/v1/messages", "claude-sonnet-4")
 # A little past open_for (0.05 s): exact float boundaries are not what these tests are about.

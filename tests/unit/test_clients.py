@@ -5,7 +5,7 @@ import json
 import pytest
 from mitmproxy.http import Headers
 
-from aibridge.clients import ClientInfo, guess_client
+from aibridge.observe.clients import ClientInfo, guess_client
 
 
 def headers(fields: dict[str, str]) -> Headers:

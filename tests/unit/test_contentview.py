@@ -10,9 +10,9 @@ import pytest
 from mitmproxy import contentviews, http
 from mitmproxy.test import taddons, tflow
 
-from aibridge import contentview
-from aibridge.contentview import SSEContentview, register, render, sniff
-from aibridge.sse import SSEParser
+from aibridge.observe import contentview
+from aibridge.observe.contentview import SSEContentview, register, render, sniff
+from aibridge.streaming.sse import SSEParser
 
 
 def frame(obj: object, event: str | None = None) -> str:

@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 from mitmproxy.http import Headers
 
-from aibridge.actors import token_digest
+from aibridge.access.actors import token_digest
+from aibridge.admission.credential import UpstreamCredential, resolve_credential
 from aibridge.config import BridgeConfig
-from aibridge.credential_policy import UpstreamCredential, resolve_credential
 from aibridge.intercept import OPENAI_ERR_TYPE_AUTHENTICATION, CredentialKind, ResponseError
-from aibridge.keypool import KeyPoolError, PoolErrorKind
+from aibridge.keys.pool import KeyPoolError, PoolErrorKind
 from aibridge.providers import Provider, build_registry
 
 OPENAI_KEY = "sk-central-openai-0123456789"

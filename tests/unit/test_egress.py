@@ -2,7 +2,7 @@
 
 import pytest
 
-from aibridge import egress
+from aibridge.access import egress
 
 
 @pytest.mark.parametrize(("ip", "blocked"), [

@@ -11,7 +11,7 @@ from anthropic.types import ErrorResponse
 from mitmproxy import http
 from openai.types.shared import ErrorObject
 
-from aibridge.error_convert import convert_error, converted_response_headers
+from aibridge.errors.convert import convert_error, converted_response_headers
 
 CLOUDFLARE_502 = b"""<!DOCTYPE html>
 <html lang="en-US"><head><title>api.openai.com | 502: Bad   gateway</title>

@@ -2,8 +2,8 @@
 
 import pytest
 
-from aibridge.error_types import ERROR_TYPES, error_type
-from aibridge.keypool import PoolErrorKind
+from aibridge.errors.categories import ERROR_TYPES, error_type
+from aibridge.keys.pool import PoolErrorKind
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,8 @@ import pytest
 from mitmproxy import exceptions, hooks
 from mitmproxy.test import taddons
 
-from aibridge import health
-from aibridge.addon import Bridge
+from aibridge.addons.core import Bridge
+from aibridge.observe import health
 
 
 @pytest.mark.parametrize(("modes", "listen_host", "problem"), [

@@ -23,7 +23,7 @@ from aibridge.intercept import (
     response_error_from_key_pool,
     status_error_type,
 )
-from aibridge.keypool import KeyPoolError, PoolErrorKind
+from aibridge.keys.pool import KeyPoolError, PoolErrorKind
 
 
 def rate_limited(retry_after: float = 0.0) -> ResponseError:

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from mitmproxy.http import Headers
 
+from aibridge.admission.credential import resolve_credential
 from aibridge.config import BridgeConfig
 from aibridge.counters import Registry
-from aibridge.credential_policy import resolve_credential
 from aibridge.intercept import ResponseError, response_error_from_key_pool
-from aibridge.keypool import (
+from aibridge.keys.pool import (
     Key,
     KeyPool,
     KeyPoolError,

@@ -2,7 +2,7 @@
 
 import pytest
 
-from aibridge.keypool import Key, KeyPool, KeyPoolError, PoolErrorKind, format_duration
+from aibridge.keys.pool import Key, KeyPool, KeyPoolError, PoolErrorKind, format_duration
 
 
 def test_empty_key_list_is_rejected():

@@ -2,7 +2,8 @@
 
 import json
 
-from aibridge import failures, mitm_internals
+from aibridge.addons import mitm_shim as mitm_internals
+from aibridge.errors import proxy_failures as failures
 
 
 def test_the_mitmproxy_internals_we_wrap_are_still_there():

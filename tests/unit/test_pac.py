@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from aibridge import cli, pac
+from aibridge.ops import cli, pac
 
 # Loads the PAC text into a fresh context with the standard PAC helpers stubbed (as a browser
 # provides them), then answers FindProxyForURL for each [url, host] pair.

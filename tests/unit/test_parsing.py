@@ -10,7 +10,7 @@ from aibridge.providers.parsing import (
     parse_request,
     summarize_json,
 )
-from aibridge.sse import RawEvent, SSEEvent
+from aibridge.streaming.sse import RawEvent, SSEEvent
 from aibridge.summary import ResponseSummary, ToolCall
 
 # --- parse_request -------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 import pytest
 
-from aibridge.prompts import apply_privacy, last_user_prompt
+from aibridge.observe.prompts import apply_privacy, last_user_prompt
 
 
 def user(content: object) -> dict:

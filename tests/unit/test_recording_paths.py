@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import exc as sa_exc
 
 from aibridge.recording import codec, paths
-from aibridge.recording.errors import (
+from aibridge.recording.db_errors import (
     describe_error,
     is_misconfigured,
     is_poison,

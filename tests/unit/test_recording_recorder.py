@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import exc as sa_exc
 
 from aibridge.recording.codec import encode, new_entry
-from aibridge.recording.errors import MigrationError, RecordingError
+from aibridge.recording.db_errors import MigrationError, RecordingError
 from aibridge.recording.recorder import Recorder
 from aibridge.recording.records import Record
 from aibridge.recording.store import Store

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from aibridge import cli
+from aibridge.ops import cli
 from aibridge.recording.codec import new_entry
 from aibridge.recording.engine import make_engine
 from aibridge.recording.migrate import upgrade

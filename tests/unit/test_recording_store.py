@@ -14,8 +14,8 @@ from alembic.runtime.migration import MigrationContext
 
 from aibridge.recording import schema
 from aibridge.recording.codec import Entry, new_entry
+from aibridge.recording.db_errors import MigrationError
 from aibridge.recording.engine import make_engine
-from aibridge.recording.errors import MigrationError
 from aibridge.recording.migrate import current_revision, head_revision, upgrade
 from aibridge.recording.paths import resolve_url
 from aibridge.recording.records import (

@@ -5,9 +5,9 @@ import gzip
 import pytest
 from mitmproxy import http
 
+from aibridge.admission.body import declared_too_large, parse_json_object, too_large
 from aibridge.config import MAX_BODY_BYTES
 from aibridge.intercept import ResponseError
-from aibridge.request_body import declared_too_large, parse_json_object, too_large
 
 URL = "https://api.openai.com/v1/chat/completions"
 JSON = {"Content-Type": "application/json"}

@@ -6,7 +6,7 @@ from email.utils import format_datetime
 import pytest
 from mitmproxy.http import Headers
 
-from aibridge.retry_delay import (
+from aibridge.keys.retry_delay import (
     cooldown_after_429,
     parse_go_duration,
     quota_exhausted_for,

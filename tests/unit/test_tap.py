@@ -9,8 +9,8 @@ import brotli
 import pytest
 import zstandard
 
+from aibridge.streaming.tap import StreamTap
 from aibridge.summary import ToolCall
-from aibridge.tap import StreamTap
 
 
 def frame(event: str | None, data: object) -> str:

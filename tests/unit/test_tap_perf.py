@@ -17,8 +17,8 @@ from collections.abc import Callable
 import pytest
 
 from aibridge.providers.parsing import StreamAccumulator
-from aibridge.sse import SSEParser
-from aibridge.tap import StreamTap
+from aibridge.streaming.sse import SSEParser
+from aibridge.streaming.tap import StreamTap
 
 WORDS = [
     "the",

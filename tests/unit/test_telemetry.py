@@ -17,10 +17,10 @@ from opentelemetry.semconv.attributes import (
 )
 from opentelemetry.trace import SpanKind, StatusCode
 
-from aibridge import telemetry as t
 from aibridge.counters import Registry
+from aibridge.observe import telemetry as t
+from aibridge.observe.telemetry import Telemetry, TelemetryConfigError
 from aibridge.recording.records import InterceptionEnded, InterceptionStarted, TokenUsage
-from aibridge.telemetry import Telemetry, TelemetryConfigError
 
 T0 = 1_700_000_000.0
 
@@ -310,7 +310,7 @@ def test_unknown_ids_are_ignored(otel):
 
 def test_errors_never_escape(otel, caplog):
     tel, _, _, _ = otel
-    caplog.set_level(logging.DEBUG, logger="aibridge.telemetry")
+    caplog.set_level(logging.DEBUG, logger="aibridge.observe.telemetry")
     tel.interception_started(None, "x", 1)  # type: ignore[arg-type]
     tel.usage(object())  # type: ignore[arg-type]
     assert tel.live_count() == 0

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from mitmproxy import http
 
+from aibridge.admission.credential import UpstreamCredential, resolve_credential
 from aibridge.config import BridgeConfig
-from aibridge.credential_policy import UpstreamCredential, resolve_credential
 from aibridge.intercept import (
     STRIPPED_CLIENT_HEADERS,
     Actor,
@@ -25,7 +25,7 @@ from aibridge.intercept import (
     prepare_client_headers,
 )
 from aibridge.providers import Provider, build_registry
-from aibridge.upstream_request import retarget, rewrite_for_upstream
+from aibridge.upstream.rewrite import retarget, rewrite_for_upstream
 
 # -- the reference ----------------------------------------------------------------------------
 

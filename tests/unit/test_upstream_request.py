@@ -5,11 +5,11 @@ from pathlib import Path
 import pytest
 from mitmproxy import http
 
+from aibridge.admission.credential import resolve_credential
 from aibridge.config import BridgeConfig
-from aibridge.credential_policy import resolve_credential
 from aibridge.intercept import Actor
 from aibridge.providers import Provider, build_registry
-from aibridge.upstream_request import rewrite_for_upstream
+from aibridge.upstream.rewrite import rewrite_for_upstream
 
 OPENAI_KEY = "sk-central-openai-0123456789"
 ANTHROPIC_KEY = "sk-ant-api03-central-0123456789"

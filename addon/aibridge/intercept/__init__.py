@@ -3,24 +3,7 @@
 Pure functions and small types; the mitmproxy hooks call these and stay thin.
 """
 
-from .actor import (
-    ACTOR_HEADER_PREFIX,
-    Actor,
-    actor_headers,
-    actor_headers_as_anthropic_opts,
-    actor_headers_as_openai_opts,
-    actor_id_header,
-    actor_metadata_header,
-    is_actor_header,
-)
-from .credential import (
-    FAILOVER_KEY_HINT,
-    CredentialInfo,
-    CredentialKind,
-    mask_secret,
-    new_credential_info,
-)
-from .errors import (
+from aibridge.errors.envelope import (
     ANTHROPIC_ERR_TYPE_REQUEST_TOO_LARGE,
     OPENAI_ERR_CODE_RATE_LIMIT,
     OPENAI_ERR_CODE_SERVER,
@@ -39,7 +22,24 @@ from .errors import (
     response_error_from_key_pool,
     status_error_type,
 )
-from .headers import (
+from aibridge.intercept.actor import (
+    ACTOR_HEADER_PREFIX,
+    Actor,
+    actor_headers,
+    actor_headers_as_anthropic_opts,
+    actor_headers_as_openai_opts,
+    actor_id_header,
+    actor_metadata_header,
+    is_actor_header,
+)
+from aibridge.intercept.credential import (
+    FAILOVER_KEY_HINT,
+    CredentialInfo,
+    CredentialKind,
+    mask_secret,
+    new_credential_info,
+)
+from aibridge.intercept.headers import (
     AGENT_FIREWALL,
     BILLING_ISOLATION,
     CLIENT_AUTH,
@@ -54,7 +54,7 @@ from .headers import (
     parse_bearer,
     prepare_client_headers,
 )
-from .interceptor import Interception, Interceptor
+from aibridge.intercept.interceptor import Interception, Interceptor
 
 __all__ = [
     "ACTOR_HEADER_PREFIX",

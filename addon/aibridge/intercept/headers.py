@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 from mitmproxy.http import Headers
 
-from .actor import _ACTOR_PREFIX_LOWER
+from aibridge.intercept.actor import _ACTOR_PREFIX_LOWER
 
 HOP_BY_HOP = frozenset(
     {

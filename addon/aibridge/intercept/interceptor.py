@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from .actor import Actor
-from .credential import CredentialInfo
+from aibridge.intercept.actor import Actor
+from aibridge.intercept.credential import CredentialInfo
 
 
 @runtime_checkable

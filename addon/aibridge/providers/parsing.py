@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from aibridge.sse import RawEvent, SSEEvent
+from aibridge.streaming.sse import RawEvent, SSEEvent
 from aibridge.summary import ResponseSummary, ToolCall
 
 try:  # jiter comes with the openai SDK; it parses these small objects ~4x faster than json

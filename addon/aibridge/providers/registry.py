@@ -17,7 +17,7 @@ from aibridge.config import (
     ResilienceConfig,
 )
 from aibridge.counters import Registry
-from aibridge.keypool import KeyPool
+from aibridge.keys.pool import KeyPool
 from aibridge.providers.families import FAMILIES, Family
 
 BRIDGED = "bridged"

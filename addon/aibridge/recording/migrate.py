@@ -21,7 +21,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, text
 
-from aibridge.recording.errors import MigrationError, describe_error, is_unreachable
+from aibridge.recording.db_errors import MigrationError, describe_error, is_unreachable
 
 SCRIPT_LOCATION = Path(__file__).with_name("alembic")
 _PG_LOCK_KEY = 0x41494272  # "AIBr": any constant shared by all aibridge processes

@@ -30,8 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from aibridge.recording.codec import Entry, encode, new_entry
-from aibridge.recording.engine import make_engine
-from aibridge.recording.errors import (
+from aibridge.recording.db_errors import (
     MigrationError,
     RecordingError,
     describe_error,
@@ -39,6 +38,7 @@ from aibridge.recording.errors import (
     is_poison,
     is_unreachable,
 )
+from aibridge.recording.engine import make_engine
 from aibridge.recording.migrate import upgrade
 from aibridge.recording.paths import (
     RecordingUrlError,

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from aibridge.recording.db_errors import RecordingError, describe_error
 from aibridge.recording.engine import make_engine
-from aibridge.recording.errors import RecordingError, describe_error
 from aibridge.recording.migrate import current_revision
 from aibridge.recording.paths import RecordingUrlError, display_url, resolve_url
 from aibridge.recording.schema import interception_ends, interceptions, token_usages

@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from aibridge.recording import schema
 from aibridge.recording.codec import Entry
-from aibridge.recording.errors import is_poison
+from aibridge.recording.db_errors import is_poison
 
 _TABLES: dict[str, sa.Table] = {
     "started": schema.interceptions,

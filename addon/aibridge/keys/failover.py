@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import httpx2
 from mitmproxy import http
 
-from aibridge.credential_policy import UpstreamCredential
+from aibridge.admission.credential import UpstreamCredential
 from aibridge.intercept import (
     OPENAI_ERR_CODE_RATE_LIMIT,
     OPENAI_ERR_TYPE_API,
@@ -24,9 +24,9 @@ from aibridge.intercept import (
     new_response_error,
     response_error_from_key_pool,
 )
-from aibridge.keypool import Key, KeyPoolError
+from aibridge.keys.pool import Key, KeyPoolError
+from aibridge.keys.resend import resend
 from aibridge.providers import Provider
-from aibridge.resend import resend
 
 REFUSALS = {429: "rate-limited", 401: "rejected as unauthorized", 403: "rejected as forbidden"}
 

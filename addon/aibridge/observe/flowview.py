@@ -9,13 +9,13 @@ from dataclasses import dataclass
 
 from mitmproxy import http
 
-from aibridge.accesslog import access
-from aibridge.failures import is_client_cancel
+from aibridge.errors.proxy_failures import is_client_cancel
 from aibridge.intercept import Actor, CredentialInfo, Interception, ResponseError
+from aibridge.observe.accesslog import access
 from aibridge.providers import Provider, RouteMatch
 from aibridge.providers.parsing import summarize_json
+from aibridge.streaming.tap import StreamTap
 from aibridge.summary import ResponseSummary
-from aibridge.tap import StreamTap
 from aibridge.textsafe import printable, storable, storable_tree
 
 KEY = "aibridge"

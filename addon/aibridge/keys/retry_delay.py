@@ -108,7 +108,7 @@ def cooldown_after_429(headers: Mapping[str, str], now: float, *, default: float
     """How long a key rests after a 429: the explicit retry hint, else the reset headers, else
     `default`; always clamped to `minimum` … `maximum`."""
     # Imported here: intercept.errors imports keypool, which imports this module.
-    from aibridge.intercept.errors import parse_retry_after
+    from aibridge.errors.envelope import parse_retry_after
 
     delay = parse_retry_after(headers, now=datetime.fromtimestamp(now, UTC))
     if delay <= 0:

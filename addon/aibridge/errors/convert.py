@@ -22,7 +22,7 @@ from typing import Any
 
 from mitmproxy import http
 
-from .intercept.errors import (
+from aibridge.errors.envelope import (
     OPENAI_ERR_CODE_RATE_LIMIT,
     OPENAI_ERR_CODE_SERVER,
     OPENAI_ERR_TYPE_API,

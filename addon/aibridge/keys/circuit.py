@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from .counters import Registry
-from .intercept.errors import OPENAI_ERR_TYPE_API, ResponseError, new_response_error
+from aibridge.counters import Registry
+from aibridge.errors.envelope import OPENAI_ERR_TYPE_API, ResponseError, new_response_error
 
 CIRCUIT_OPEN_MESSAGE = "circuit breaker is open"
 CIRCUIT_OPEN_CODE = "service_unavailable"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from mitmproxy.http import Headers
 
-from aibridge.actors import token_digest
+from aibridge.access.actors import token_digest
 from aibridge.intercept import (
     OPENAI_ERR_TYPE_AUTHENTICATION,
     CredentialInfo,
@@ -26,7 +26,7 @@ from aibridge.intercept import (
     new_response_error,
     response_error_from_key_pool,
 )
-from aibridge.keypool import Attempt, Key, KeyPoolError
+from aibridge.keys.pool import Attempt, Key, KeyPoolError
 from aibridge.providers import Provider
 
 

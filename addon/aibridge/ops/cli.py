@@ -8,7 +8,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from aibridge import cabundle
+from aibridge.ops import cabundle
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,8 +113,8 @@ def _ca_import(args: argparse.Namespace) -> int:
 
 
 def _pac(args: argparse.Namespace) -> int:
-    from aibridge import pac
     from aibridge.config import ConfigError, load_config
+    from aibridge.ops import pac
     from aibridge.providers.registry import decrypted_hosts
     try:
         pac.validate_proxy(args.proxy)
@@ -137,7 +137,7 @@ def _pac(args: argparse.Namespace) -> int:
 def _usage(args: argparse.Namespace) -> int:
     # Imported here: the database stack is only needed by this command.
     from aibridge.config import ConfigError, load_config
-    from aibridge.recording.errors import RecordingError
+    from aibridge.recording.db_errors import RecordingError
     from aibridge.recording.report import read_usage, render
     try:
         config, base_dir = load_config(args.config)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from aibridge.counters import Registry
-from aibridge.retry_delay import cooldown_after_429, quota_exhausted_for
+from aibridge.keys.retry_delay import cooldown_after_429, quota_exhausted_for
 
 Strategy = Literal["priority", "round_robin"]
 STRATEGIES: tuple[Strategy, ...] = ("priority", "round_robin")

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 
 from aibridge.providers.parsing import StreamAccumulator
-from aibridge.sse import BodyDecoder, SSEParser
+from aibridge.streaming.sse import BodyDecoder, SSEParser
 from aibridge.summary import ResponseSummary
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from mitmproxy import http
 from mitmproxy.net.http.url import hostport
 
-from aibridge.credential_policy import UpstreamCredential
+from aibridge.admission.credential import UpstreamCredential
 from aibridge.intercept import Actor, actor_headers
 from aibridge.intercept.headers import (
     _native,

@@ -18,25 +18,17 @@ import httpx2
 from mitmproxy import connection, ctx, exceptions, http, tls
 from mitmproxy.proxy import server_hooks
 
-from aibridge import (
-    accesslog,
-    egress,
-    error_types,
-    failover,
-    failures,
-    flowinfo,
-    health,
-    mitm_internals,
-    resend,
-)
-from aibridge.actors import REALM, parse_proxy_authorization, token_digest
-from aibridge.authlimit import AuthFailureLimiter
-from aibridge.circuit import Admission, circuit_open_error
-from aibridge.clients import guess_client
+from aibridge.access import egress
+from aibridge.access.actors import REALM, parse_proxy_authorization, token_digest
+from aibridge.access.failure_limit import AuthFailureLimiter
+from aibridge.addons import mitm_shim as mitm_internals
+from aibridge.admission.body import declared_too_large, parse_json_object, too_large
+from aibridge.admission.credential import UpstreamCredential, resolve_credential
 from aibridge.config import ConfigError
 from aibridge.counters import Registry
-from aibridge.credential_policy import UpstreamCredential, resolve_credential
-from aibridge.error_convert import convert_error, converted_response_headers
+from aibridge.errors import categories as error_types
+from aibridge.errors import proxy_failures as failures
+from aibridge.errors.convert import convert_error, converted_response_headers
 from aibridge.intercept import (
     FAILOVER_KEY_HINT,
     OPENAI_ERR_TYPE_API,
@@ -51,19 +43,23 @@ from aibridge.intercept import (
     new_credential_info,
     new_response_error,
 )
-from aibridge.keypool import KeyPoolError
-from aibridge.privacy import strip_client_identity
+from aibridge.keys import failover, resend
+from aibridge.keys.circuit import Admission, circuit_open_error
+from aibridge.keys.pool import KeyPoolError
+from aibridge.observe import accesslog, health
+from aibridge.observe import flowview as flowinfo
+from aibridge.observe.clients import guess_client
+from aibridge.observe.reporting import Reporter
+from aibridge.observe.telemetry import Telemetry, TelemetryConfigError
 from aibridge.providers import BRIDGED, UNKNOWN, UNTOUCHED, Provider, RouteMatch
 from aibridge.providers.parsing import RequestInfo, parse_request
 from aibridge.recording.recorder import Recorder, RecordingError
-from aibridge.reporting import Reporter
-from aibridge.request_body import declared_too_large, parse_json_object, too_large
 from aibridge.settings import Settings
-from aibridge.tap import StreamTap
-from aibridge.telemetry import Telemetry, TelemetryConfigError
+from aibridge.streaming.socket_session import Finished, SocketSession
+from aibridge.streaming.tap import StreamTap
 from aibridge.textsafe import storable
-from aibridge.upstream_request import retarget, rewrite_for_upstream
-from aibridge.websocket import Finished, SocketSession
+from aibridge.upstream.privacy import strip_client_identity
+from aibridge.upstream.rewrite import retarget, rewrite_for_upstream
 
 logger = logging.getLogger("aibridge")
 MITMWEB_DEFAULT_COLUMNS = ["tls", "icon", "path", "method", "status", "size", "time"]

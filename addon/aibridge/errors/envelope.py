@@ -21,7 +21,7 @@ from mitmproxy import http
 from openai import APIStatusError as OpenAIStatusError
 from openai.types.shared import ErrorObject
 
-from ..keypool import KeyPoolError, PoolErrorKind
+from aibridge.keys.pool import KeyPoolError, PoolErrorKind
 
 OPENAI_ERR_TYPE_ERROR = "error"
 OPENAI_ERR_TYPE_API = "api_error"

@@ -19,9 +19,9 @@ import logging
 
 from mitmproxy import contentviews
 
-from aibridge.flowinfo import KEY
+from aibridge.observe.flowview import KEY
 from aibridge.providers.parsing import ROUTES, StreamAccumulator
-from aibridge.sse import SSEEvent, SSEParser
+from aibridge.streaming.sse import SSEEvent, SSEParser
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from aibridge.clients import ClientInfo
 from aibridge.intercept import Actor, CredentialInfo, Interception
+from aibridge.observe.clients import ClientInfo
 from aibridge.providers.parsing import StreamAccumulator, parse_request
-from aibridge.sse import SSEEvent
+from aibridge.streaming.sse import SSEEvent
 from aibridge.summary import ResponseSummary
 from aibridge.textsafe import storable
 

@@ -11,9 +11,10 @@ import logging
 import time
 from typing import Protocol
 
-from aibridge.clients import ClientInfo
 from aibridge.intercept import Interception
-from aibridge.prompts import apply_privacy, last_user_prompt
+from aibridge.observe.clients import ClientInfo
+from aibridge.observe.prompts import apply_privacy, last_user_prompt
+from aibridge.observe.telemetry import Telemetry
 from aibridge.recording.records import (
     InterceptionEnded,
     InterceptionStarted,
@@ -24,7 +25,6 @@ from aibridge.recording.records import (
     truncate_utf8,
 )
 from aibridge.summary import ResponseSummary
-from aibridge.telemetry import Telemetry
 
 logger = logging.getLogger("aibridge")
 
