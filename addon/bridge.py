@@ -1,4 +1,7 @@
-"""mitmproxy entry point: `mitmdump -s addon/bridge.py --set bridge_config=aibridge.toml`."""
+"""mitmproxy entry point: `mitmdump -s addon/bridge.py --set bridge_config=aibridge.toml`.
+
+The bridge is this ordered chain of addons, one concern each; docs/architecture.md draws it.
+"""
 
 import sys
 from pathlib import Path
@@ -6,11 +9,10 @@ from pathlib import Path
 # Works from any directory and without installing the package: the package sits beside us.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from aibridge.addons.core import Bridge
+from aibridge.addons.chain import chain
+from aibridge.observe import contentview
 
-addons = [Bridge()]
+addons = chain()
 
 # The SSE content view for mitmweb/mitmdump (events, assembled text, tool calls, usage).
-from aibridge.observe import contentview  # noqa: E402
-
 contentview.register()

@@ -37,7 +37,8 @@ from benchlib.client import (  # noqa: E402
     run_load,
     warm_up,
 )
-from benchlib.procs import BenchError, FakeProc, Mitmdump, cpu_seconds  # noqa: E402
+from benchlib.procs import BenchError, FakeProc, cpu_seconds  # noqa: E402
+from mitmlaunch import LaunchError, Mitmdump  # noqa: E402
 
 CENTRAL_KEY = "sk-bench-central-0123456789abcdef"
 ROUTE = "/v1/chat/completions"
@@ -52,6 +53,9 @@ RUN_TIMEOUT = 120.0  # seconds for one (workload, concurrency, path) run, warm-u
 TARGET_RPS_RATIO = 0.90
 TARGET_ADDED_P50_MS = 0.3
 TARGET_FIRST_EVENT_MS = 1.0
+# No per-flow output from either mitmdump. Not `-q`: that also hides the "listening at" line
+# the launcher reads the port from.
+QUIET = ("--set", "flow_detail=0")
 
 
 # -- arguments -----------------------------------------------------------------------------------
@@ -85,7 +89,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--no-json", action="store_true", help="do not write the JSON results")
     p.add_argument("--bridge-args", default="",
                    help="extra mitmdump arguments for the bridge only (shell-quoted string), "
-                        "for experiments, e.g. \"--set termlog_verbosity=warn\"")
+                        "for experiments, e.g. \"--set bridge_access_log=off\"")
     p.add_argument("--keep-tmp", action="store_true",
                    help="keep the temporary directory (mitmdump logs, confdirs)")
     args = p.parse_args(argv)
@@ -176,16 +180,16 @@ def start_mitmdumps(tmp: Path, fake: FakeProc,
                     extra_bridge_args: str) -> tuple[Mitmdump, Mitmdump]:
     env = clean_env()
     bare = Mitmdump(
-        "bare", ["--set", f"ssl_verify_upstream_trusted_ca={fake.ca}",
-                 "--set", "connection_strategy=lazy", "--set", "stream_large_bodies=1"],
-        tmp / "bare-confdir", tmp / "bare.log", env, tmp)
+        tmp / "bare.log", name="bare mitmdump", confdir=tmp / "bare-confdir", env=env, cwd=tmp,
+        args=[*QUIET, "--set", f"ssl_verify_upstream_trusted_ca={fake.ca}",
+              "--set", "connection_strategy=lazy", "--set", "stream_large_bodies=1"])
     config = tmp / "aibridge.toml"
     config.write_text(f'[providers.openai]\nupstream = "https://localhost:{fake.port}"\n')
     bridge = Mitmdump(
-        "bridge", ["-s", str(ROOT / "addon" / "bridge.py"),
-                   "--set", f"ssl_verify_upstream_trusted_ca={fake.ca}",
-                   "--set", f"bridge_config={config}", *shlex.split(extra_bridge_args)],
-        tmp / "bridge-confdir", tmp / "bridge.log", env, tmp)
+        tmp / "bridge.log", name="bridge mitmdump", script=ROOT / "addon" / "bridge.py",
+        confdir=tmp / "bridge-confdir", env=env, cwd=tmp,
+        args=[*QUIET, "--set", f"ssl_verify_upstream_trusted_ca={fake.ca}",
+              "--set", f"bridge_config={config}", *shlex.split(extra_bridge_args)])
     return bare, bridge
 
 
@@ -477,8 +481,10 @@ async def bench(args: argparse.Namespace, tmp: Path) -> int:
         if not args.no_json:
             write_json(args, results, sizes, notes, versions, elapsed)
         return 0
+    except LaunchError as e:  # its message quotes the log of the one that failed
+        raise BenchError(str(e)) from None
     except BenchError as e:
-        tails = [f"--- {m.name} mitmdump log (tail) ---\n{m.log()[-2000:]}"
+        tails = [f"--- {m.name} log (tail) ---\n{m.log()[-2000:]}"
                  for m in (bare, bridge) if m is not None and m.log().strip()]
         raise BenchError("\n".join([str(e), *tails])) from None
     finally:

@@ -48,9 +48,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from mitmlaunch import LaunchError, Mitmdump  # noqa: E402
 from soaklib import records  # noqa: E402
 from soaklib.clients import SCENARIOS, Result, Worker  # noqa: E402
-from soaklib.procs import FakeProc, Mitmdump, Sample, Sampler, SoakError  # noqa: E402
+from soaklib.procs import FakeProc, Sample, Sampler, SoakError, bridge_mitmdump  # noqa: E402
 
 OPENAI_KEYS = [f"sk-soak-openai-{i}-{c * 16}" for i, c in enumerate("abc")]
 ANTHROPIC_KEYS = [f"sk-ant-soak-{i}-{c * 16}" for i, c in enumerate("def")]
@@ -63,6 +64,7 @@ FAULT_LABELS = {"rate_limit": "429", "server_error": "500 JSON", "bad_gateway": 
                 "reset": "reset", "slow": "slow first byte", "trickle": "trickle stream",
                 "stall": "stall (> upstream_timeout)"}
 UPSTREAM_TIMEOUT = 5
+STOP_TIMEOUT = 30  # seconds mitmdump gets to exit by itself after SIGTERM (a check)
 FD_SLACK = 16
 TRACEBACK = re.compile(r"Traceback \(most recent call last\)|Addon error")
 
@@ -343,7 +345,7 @@ def main(argv: list[str]) -> int:
         env = {**clean_env(), "AIBRIDGE_DATA_DIR": str(tmp / "data"),
                "AIBRIDGE_OPENAI_KEYS": ",".join(OPENAI_KEYS),
                "AIBRIDGE_ANTHROPIC_KEYS": ",".join(ANTHROPIC_KEYS)}
-        bridge = Mitmdump(args.addon, tmp, config, env).start()
+        bridge = bridge_mitmdump(args.addon, tmp, config, env).start(timeout=60)
         print(f"soak: mitmdump pid {bridge.pid} on 127.0.0.1:{bridge.port}, fake provider on "
               f"127.0.0.1:{fake.port}; 3 keys per provider; upstream_timeout "
               f"{UPSTREAM_TIMEOUT}s; circuit breaker on (open_for 3s)", flush=True)
@@ -359,7 +361,7 @@ def main(argv: list[str]) -> int:
         base_fds = baseline.fds if baseline else 0
         settled = wait_fds_settle(sampler, base_fds + FD_SLACK) if bridge.alive() else None
         faults = fake.call("stats").get("faults", {})
-        bridge.stop()
+        bridge.stop(timeout=STOP_TIMEOUT)
         rec = None
         with contextlib.suppress(Exception):
             rec = records.read(tmp / "soak.db")
@@ -376,13 +378,13 @@ def main(argv: list[str]) -> int:
             print(f"soak: evidence kept in {tmp} (mitmdump.log, flows.mitm, soak.db, "
                   "results.jsonl)")
         return 0 if checks.ok else 1
-    except SoakError as e:
+    except (SoakError, LaunchError) as e:
         keep = True
         print(f"soak: set-up failed: {e}\nsoak: work dir kept: {tmp}", file=sys.stderr)
         return 2
     finally:
         if bridge is not None and bridge.alive():
-            bridge.kill()
+            bridge.stop()
         if fake is not None:
             fake.stop()
         if not keep:

@@ -75,7 +75,8 @@ class Histogram:
 
 
 class Registry:
-    """The bridge's counters (names follow reference §7.12)."""
+    """The bridge's counters (named as Coder's AI Bridge names its metrics, so dashboards carry
+    over)."""
 
     def __init__(self) -> None:
         self.key_transitions = Counter("key_pool_state_transitions_total")  # provider, reason

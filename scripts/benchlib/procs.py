@@ -1,4 +1,4 @@
-"""Child processes of the benchmark: the fake provider and the mitmdump instances."""
+"""The benchmark's fake provider process and CPU accounting (mitmdump: scripts/mitmlaunch.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import os
 import select
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -24,33 +23,6 @@ def cpu_seconds(pid: int) -> float:
         data = f.read()
     fields = data[data.rindex(b")") + 2:].split()  # after "pid (comm) "
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of stat(5)
-
-
-def listening_port(pid: int) -> int | None:
-    """The TCP port a process listens on at 127.0.0.1, found via its socket inodes.
-
-    `mitmdump -q` does not log "proxy listening at", so the port bound by `@127.0.0.1:0` is
-    read from /proc instead.
-    """
-    inodes = set()
-    try:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
-    except OSError:
-        return None
-    with open("/proc/net/tcp") as f:
-        next(f)
-        for line in f:
-            parts = line.split()
-            local, state, inode = parts[1], parts[3], parts[9]
-            if state == "0A" and inode in inodes and local.startswith("0100007F:"):
-                return int(local.split(":")[1], 16)
-    return None
 
 
 class FakeProc:
@@ -103,61 +75,6 @@ class FakeProc:
                 pass
         _terminate(self.proc)
         self._log.close()
-
-
-class Mitmdump:
-    """One mitmdump; output goes to a log file, the port comes from /proc."""
-
-    def __init__(self, name: str, args: list[str], confdir: Path, log_path: Path,
-                 env: dict[str, str], cwd: Path) -> None:
-        self.name = name
-        self.args = args
-        self.confdir = confdir
-        self.log_path = log_path
-        self.env = env
-        self.cwd = cwd
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    @property
-    def ca(self) -> str:
-        return str(self.confdir / "mitmproxy-ca-cert.pem")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def start(self, timeout: float = 30) -> Mitmdump:
-        mitmdump = Path(sys.executable).with_name("mitmdump")
-        cmd = [str(mitmdump), "-q", "--mode", "regular@127.0.0.1:0",
-               "--set", f"confdir={self.confdir}", *self.args]
-        self._logf = self.log_path.open("wb")
-        self.proc = subprocess.Popen(cmd, stdout=self._logf, stderr=subprocess.STDOUT,
-                                     env=self.env, cwd=self.cwd)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise BenchError(f"{self.name}: mitmdump exited with {self.proc.returncode}:\n"
-                                 f"{self.log()[-3000:]}")
-            port = listening_port(self.proc.pid)
-            if port and Path(self.ca).exists():
-                self.port = port
-                return self
-            time.sleep(0.05)
-        raise BenchError(f"{self.name}: mitmdump did not listen within {timeout}s:\n"
-                         f"{self.log()[-3000:]}")
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            _terminate(self.proc)
-            self._logf.close()
 
 
 def _terminate(proc: subprocess.Popen) -> None:

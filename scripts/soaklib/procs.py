@@ -1,14 +1,12 @@
-"""The soak's child processes: the faulty fake provider and mitmdump with the bridge, and a
-sampler of mitmdump's resident memory and open file descriptors."""
+"""The soak's child processes: the faulty fake provider and mitmdump with the bridge (started by
+scripts/mitmlaunch.py), and a sampler of mitmdump's resident memory and open file descriptors."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import re
 import select
-import signal
 import subprocess
 import sys
 import threading
@@ -16,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-LISTENING = re.compile(r"HTTP\(S\) proxy listening at 127\.0\.0\.1:(\d+)")
+from mitmlaunch import Mitmdump
 
 
 class SoakError(Exception):
@@ -59,84 +57,12 @@ class FakeProc:
         self._log.close()
 
 
-class Mitmdump:
-    """mitmdump with the bridge addon; its output goes to a log file."""
-
-    def __init__(self, script: Path, workdir: Path, config: Path, env: dict[str, str]) -> None:
-        self.script = script
-        self.workdir = workdir
-        self.config = config
-        self.env = env
-        self.confdir = workdir / "certs"
-        self.log_path = workdir / "mitmdump.log"
-        self.flows_path = workdir / "flows.mitm"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
-        self.returncode: int | None = None
-        self.stop_seconds = 0.0
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    @property
-    def ca(self) -> str:
-        return str(self.confdir / "mitmproxy-ca-cert.pem")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def start(self, timeout: float = 60) -> Mitmdump:
-        mitmdump = Path(sys.executable).with_name("mitmdump")
-        cmd = [str(mitmdump), "-s", str(self.script),
-               "--mode", "regular@127.0.0.1:0", "--set", f"confdir={self.confdir}",
-               "--set", f"bridge_config={self.config}",
-               "--set", f"save_stream_file={self.flows_path}"]
-        self._logf = self.log_path.open("wb")
-        self.proc = subprocess.Popen(cmd, stdout=self._logf, stderr=subprocess.STDOUT,
-                                     env=self.env, cwd=self.workdir)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if (m := LISTENING.search(self.log())) and Path(self.ca).exists():
-                self.port = int(m.group(1))
-                return self
-            if self.proc.poll() is not None:
-                raise SoakError(f"mitmdump exited with {self.proc.returncode}:\n"
-                                f"{self.log()[-3000:]}")
-            time.sleep(0.05)
-        self.kill()
-        raise SoakError(f"mitmdump did not start within {timeout}s:\n{self.log()[-3000:]}")
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, timeout: float = 30) -> int | None:
-        """SIGTERM (mitmdump flushes the recorder on shutdown), then wait; kill on timeout."""
-        if self.proc is None:
-            return None
-        t0 = time.monotonic()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-                self.returncode = None  # did not stop by itself
-                self.stop_seconds = time.monotonic() - t0
-                self._logf.close()
-                return None
-        self.stop_seconds = time.monotonic() - t0
-        self.returncode = self.proc.returncode
-        self._logf.close()
-        return self.returncode
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            terminate(self.proc)
-            with contextlib.suppress(Exception):
-                self._logf.close()
+def bridge_mitmdump(script: Path, workdir: Path, config: Path, env: dict[str, str]) -> Mitmdump:
+    """mitmdump with the bridge addon; confdir, log and saved flows in `workdir`."""
+    return Mitmdump(workdir / "mitmdump.log", script=script, confdir=workdir / "certs",
+                    cwd=workdir, env=env,
+                    args=["--set", f"bridge_config={config}",
+                          "--set", f"save_stream_file={workdir / 'flows.mitm'}"])
 
 
 def terminate(proc: subprocess.Popen) -> None:

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import base64
 import os
-import re
 import socket
 import ssl
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import anthropic
 import openai
 
+from scripts.mitmlaunch import MITMDUMP, Mitmdump
+
 ROOT = Path(__file__).resolve().parents[2]
-MITMDUMP = Path(sys.executable).with_name("mitmdump")
-LISTENING = re.compile(r"HTTP\(S\) proxy listening at 127\.0\.0\.1:(\d+)")
 
 OPENAI_KEY = "sk-central-openai-0123456789abcdef"
 ANTHROPIC_KEY = "sk-ant-central-0123456789abcdefgh"
@@ -37,73 +34,30 @@ metadata = {{ Username = "bob" }}
 """
 
 
-class BridgeProcess:
-    """One mitmdump process; its log is kept in a file so tests can grep it."""
+class BridgeProcess(Mitmdump):
+    """mitmdump with the bridge addon; `workdir` holds its config, confdir (`certs/`), saved
+    flows and log (kept in a file so tests can grep it). `env` adds to ours and the tests'
+    central keys; `args` come after the bridge's own options."""
 
     def __init__(self, workdir: Path, config: str, *, env: dict[str, str] | None = None,
                  args: list[str] | None = None, script: str | None = None,
-                 cwd: Path | None = None) -> None:
+                 cwd: Path | None = None, mode: str = "regular", program: Path = MITMDUMP,
+                 log_name: str = "mitmdump.log", save_flows: bool = True) -> None:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path = workdir / "aibridge.toml"
         self.config_path.write_text(config)
-        self.confdir = workdir / "certs"
-        self.log_path = workdir / "mitmdump.log"
         self.flows_path = workdir / "flows.mitm"
-        self.env = {**os.environ, "AIBRIDGE_DATA_DIR": str(workdir / "data"),
-                    "AIBRIDGE_OPENAI_KEYS": OPENAI_KEY,
-                    "AIBRIDGE_ANTHROPIC_KEYS": ANTHROPIC_KEY, **(env or {})}
-        self.args = args or []
-        self.script = script or str(ROOT / "addon" / "bridge.py")
-        self.cwd = cwd or workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
-
-    @property
-    def ca(self) -> str:
-        return str(self.confdir / "mitmproxy-ca-cert.pem")
-
-    def start(self, timeout: float = 20) -> BridgeProcess:
-        cmd = [str(MITMDUMP), "-s", self.script, "--mode", "regular@127.0.0.1:0",
-               "--set", f"confdir={self.confdir}", "--set", f"bridge_config={self.config_path}",
-               "--set", f"save_stream_file={self.flows_path}", *self.args]
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env=self.env, cwd=self.cwd)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if (m := LISTENING.search(self.log())):
-                self.port = int(m.group(1))
-                return self
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mitmdump exited with {self.proc.returncode}:\n{self.log()}")
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"mitmdump did not start within {timeout}s:\n{self.log()}")
-
-    def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
-        return self.proc.returncode
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def wait_for_log(self, pattern: str, timeout: float = 10) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if (m := re.search(pattern, self.log())):
-                return m
-            time.sleep(0.05)
-        raise AssertionError(f"no log line matching {pattern!r} in:\n{self.log()[-4000:]}")
+        own = ["--set", f"bridge_config={self.config_path}"]
+        if save_flows:
+            own += ["--set", f"save_stream_file={self.flows_path}"]
+        super().__init__(
+            workdir / log_name, script=script or str(ROOT / "addon" / "bridge.py"),
+            args=[*own, *(args or [])], confdir=workdir / "certs", cwd=cwd or workdir,
+            mode=mode, program=program,
+            env={**os.environ, "AIBRIDGE_DATA_DIR": str(workdir / "data"),
+                 "AIBRIDGE_OPENAI_KEYS": OPENAI_KEY, "AIBRIDGE_ANTHROPIC_KEYS": ANTHROPIC_KEY,
+                 **(env or {})})
 
     def proxy_url(self, token: str | None = ALICE_TOKEN, user: str = "dev") -> str:
         creds = f"{user}:{token}@" if token else ""

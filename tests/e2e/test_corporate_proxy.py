@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import ssl
 import subprocess
 import time
@@ -24,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import ACTORS_TOML, ALICE_TOKEN, MITMDUMP, BridgeProcess, provider_config
+from scripts.mitmlaunch import Mitmdump
+from tests.e2e.harness import ACTORS_TOML, ALICE_TOKEN, BridgeProcess, provider_config
 from tests.fakeprovider import FakeProvider, Reply, tls_context_for
 
 # Records what the corporate proxy handles, one JSON object per line; `auth` tells whether the
@@ -55,7 +57,7 @@ CORP_USER, CORP_PASSWORD = "svc-aibridge", "corp:pa@ss"  # ':' and '@' must surv
 CORP_AUTH = "Basic " + base64.b64encode(f"{CORP_USER}:{CORP_PASSWORD}".encode()).decode()
 
 
-class CorporateProxy(BridgeProcess):
+class CorporateProxy(Mitmdump):
     """A plain mitmdump without the bridge: tunnels everything, records what passes."""
 
     def __init__(self, workdir: Path) -> None:
@@ -63,30 +65,9 @@ class CorporateProxy(BridgeProcess):
         workdir.mkdir(parents=True, exist_ok=True)
         script.write_text(CORP_SCRIPT)
         self.record_path = workdir / "seen.jsonl"
-        super().__init__(workdir, "", script=str(script),
-                         env={"CORP_RECORD": str(self.record_path)},
-                         args=["--ignore-hosts", ".*"])
-
-    def start(self, timeout: float = 20) -> CorporateProxy:
-        cmd = [str(MITMDUMP), "-s", self.script, "--mode", "regular@127.0.0.1:0",
-               "--set", f"confdir={self.confdir}", *self.args]
-        return self._spawn(cmd, r"HTTP\(S\) proxy listening at 127\.0\.0\.1:(\d+)", timeout)
-
-    def _spawn(self, cmd: list[str], listening: str, timeout: float):
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env=self.env, cwd=self.cwd)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mitmdump exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                self.port = int(self.wait_for_log(listening, timeout=0.05).group(1))
-                return self
-            except AssertionError:
-                pass
-        self.stop()
-        raise RuntimeError(f"mitmdump did not start within {timeout}s:\n{self.log()}")
+        super().__init__(workdir / "mitmdump.log", script=script,
+                         args=["--ignore-hosts", ".*"], confdir=workdir / "certs", cwd=workdir,
+                         env={**os.environ, "CORP_RECORD": str(self.record_path)})
 
     def seen(self) -> list[dict]:
         if not self.record_path.exists():
@@ -107,27 +88,14 @@ class CorporateProxy(BridgeProcess):
         self.record_path.unlink(missing_ok=True)
 
 
-class ChainedBridge(CorporateProxy):
-    """The bridge, listening in upstream mode instead of the harness's regular mode.
-
-    mitmdump accepts several --mode values, but the harness always adds a regular listener and
-    waits for its log line; a client on that listener would bypass the corporate proxy. So this
-    starts mitmdump itself with only the upstream listener, whose log line reads
-    "HTTP(S) proxy (upstream mode) listening at 127.0.0.1:NNNN".
-    """
+class ChainedBridge(BridgeProcess):
+    """The bridge with only an upstream-mode listener ("HTTP(S) proxy (upstream mode) listening
+    at ..."): a regular listener beside it would let clients bypass the corporate proxy."""
 
     def __init__(self, workdir: Path, config: str, corp_port: int,
                  env: dict[str, str] | None = None, args: list[str] | None = None) -> None:
-        BridgeProcess.__init__(self, workdir, config, env=env, args=args)
-        self.mode = f"upstream:http://127.0.0.1:{corp_port}@127.0.0.1:0"
-
-    def start(self, timeout: float = 20) -> ChainedBridge:
-        cmd = [str(MITMDUMP), "-s", self.script, "--mode", self.mode,
-               "--set", f"confdir={self.confdir}",
-               "--set", f"bridge_config={self.config_path}",
-               "--set", f"save_stream_file={self.flows_path}", *self.args]
-        return self._spawn(
-            cmd, r"HTTP\(S\) proxy \(upstream mode\) listening at 127\.0\.0\.1:(\d+)", timeout)
+        super().__init__(workdir, config, env=env, args=args,
+                         mode=f"upstream:http://127.0.0.1:{corp_port}")
 
 
 @pytest.fixture(scope="module")

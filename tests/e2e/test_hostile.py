@@ -212,23 +212,28 @@ def memory_kib(pid: int) -> dict[str, int]:
 # -- CR, LF and NUL in header values ------------------------------------------------------------
 
 INJECTED = "X-AI-Bridge-Actor-ID: mallory"
+# A CR, NUL or obs-fold inside a value is refused (HTTP/1.1 allows refusing each; the bridge
+# refuses CR, LF and NUL in values). A bare LF is a line end to mitmproxy (HTTP/1.1 lets a
+# recipient read it as one), so mallory's line arrives as a header of its own: the bridge strips
+# it like any client-sent actor header and forwards the request.
 SEPARATORS = [
-    pytest.param(b"\r\n ", id="crlf-obs-fold"),
-    pytest.param(b"\r", id="bare-cr"),
-    pytest.param(b"\x00", id="nul"),
-    pytest.param(b"\n", id="bare-lf"),
+    pytest.param(b"\r\n ", 400, id="crlf-obs-fold"),
+    pytest.param(b"\r", 400, id="bare-cr"),
+    pytest.param(b"\x00", 400, id="nul"),
+    pytest.param(b"\n", 200, id="bare-lf"),
 ]
 
 
-@pytest.mark.parametrize("sep", SEPARATORS)
-def test_header_injection_never_reaches_the_provider_as_a_header(hostile, fake, mark, sep):
-    """`X-Foo: a<sep>X-AI-Bridge-Actor-ID: mallory`: a clean 400, or a forward in which the
-    provider sees no second header and no CR/LF/NUL in any value."""
+@pytest.mark.parametrize(("sep", "status"), SEPARATORS)
+def test_header_injection_never_reaches_the_provider_as_a_header(hostile, fake, mark, sep,
+                                                                 status):
+    """`X-Foo: a<sep>X-AI-Bridge-Actor-ID: mallory`: a JSON 400 before the provider, or a forward
+    in which the provider sees only the bridge's actor header and no CR/LF/NUL in any value."""
     payload = request_bytes([b"X-Foo: a" + sep + INJECTED.encode(),
                              b"Authorization: Bearer sk-user-placeholder"])
     answer = exchange(hostile, payload)
-    assert answer.status in (200, 400), answer
-    if answer.status == 400:
+    assert answer.status == status, answer
+    if status == 400:
         assert answer.json()["error"]["message"]
         assert fake.requests == []
     else:
@@ -253,7 +258,7 @@ OVERSIZED = {
 @pytest.mark.parametrize("name", OVERSIZED)
 def test_oversized_head_gets_an_error_and_the_proxy_keeps_serving(hostile, fake, mark, name):
     answer = exchange(hostile, request_bytes(OVERSIZED[name]))
-    assert answer.status is not None and answer.status >= 400, answer
+    assert answer.status == 431, answer
     assert answer.json()["error"]["message"]  # a JSON error, not a cut connection
     assert fake.requests == []
     mark.assert_no_addon_error()
@@ -364,18 +369,30 @@ def test_invalid_utf8_in_a_json_body_is_a_json_400(hostile, fake, mark, host, pa
 
 
 
-@pytest.mark.parametrize("body", [
-    pytest.param(b'{"model":"gpt-\\ud800x","messages":[]}', id="model-escape"),
-    pytest.param(b'{"model":"gpt-\xed\xa0\x80","messages":[]}', id="model-utf8-bytes"),
+SURROGATE_BYTES_ACCEPTED = pytest.mark.xfail(strict=True, reason=(
+    "BUG: a body holding ED A0 80 (a UTF-16 surrogate encoded as if UTF-8; not UTF-8) is "
+    "forwarded with 200: the bridge's JSON parse ends in json.loads(bytes), which decodes with "
+    "'surrogatepass'. Any other invalid UTF-8 in a JSON body gets 400 invalid_json"))
+
+
+@pytest.mark.parametrize(("body", "status"), [
+    pytest.param(b'{"model":"gpt-\\ud800x","messages":[]}', 200, id="model-escape"),
+    pytest.param(b'{"model":"gpt-\xed\xa0\x80","messages":[]}', 400, id="model-utf8-bytes",
+                 marks=SURROGATE_BYTES_ACCEPTED),
     pytest.param(b'{"model":"gpt-4o","messages":[{"role":"user","content":"\xed\xa0\x80"}]}',
-                 id="content-utf8-bytes"),
+                 400, id="content-utf8-bytes", marks=SURROGATE_BYTES_ACCEPTED),
 ])
-def test_lone_surrogates_in_the_body_are_handled(hostile, fake, mark, body):
-    """Forwarded as sent (the provider judges the text) or a JSON 400; never an addon error."""
+def test_lone_surrogates_in_the_body_are_handled(hostile, fake, mark, body, status):
+    """An escaped lone surrogate is valid JSON syntax: forwarded as sent, the provider judges
+    the text. A surrogate as raw bytes is not UTF-8, so the body is not JSON text: the same 400
+    as in test_invalid_utf8_in_a_json_body_is_a_json_400."""
     answer = exchange(hostile, request_bytes([], body))
-    assert answer.status in (200, 400), answer
-    if answer.status == 200:
+    assert answer.status == status, answer
+    if status == 200:
         assert fake.requests[-1].body == body
+    else:
+        assert answer.json()["error"]["code"] == "invalid_json"
+        assert fake.requests == []
     mark.assert_no_addon_error(settle=0.5)
 
 
@@ -391,16 +408,21 @@ def test_control_characters_in_the_model_never_reach_the_log_raw(hostile, fake, 
     assert "\x1b" not in text
 
 
-@pytest.mark.parametrize("header", [b"X-Api-Key: sk-ant-\xff\xfe-own-key-abcdefgh",
-                                    b"Authorization: Bearer \xff\xfe\xfd-own-abcdefgh"],
-                         ids=["x-api-key", "bearer"])
-def test_invalid_utf8_in_the_callers_key_is_handled(hostile, fake, mark, header):
-    answer = exchange(hostile, request_bytes([header], MESSAGES_BODY, path=b"/v1/messages",
-                                             host=b"api.anthropic.com"), "api.anthropic.com")
-    # Either a JSON 400/401 from the bridge, or a BYOK forward to the configured upstream.
-    assert answer.status in (200, 400, 401), answer
-    if answer.status == 200:
-        assert fake.requests[-1].header("X-AI-Bridge-Actor-ID") == "alice"
+@pytest.mark.parametrize(("name", "value"), [
+    (b"X-Api-Key", b"sk-ant-\xff\xfe-own-key-abcdefgh"),
+    (b"Authorization", b"Bearer \xff\xfe\xfd-own-abcdefgh"),
+], ids=["x-api-key", "bearer"])
+def test_invalid_utf8_in_the_callers_key_is_handled(hostile, fake, mark, name, value):
+    """Bytes above 0x7F are allowed in a header value, and a key that is not the caller's proxy
+    token is the caller's own in `auto` mode: a BYOK forward, byte for byte; the provider judges
+    the key."""
+    answer = exchange(hostile, request_bytes([name + b": " + value], MESSAGES_BODY,
+                                             path=b"/v1/messages", host=b"api.anthropic.com"),
+                      "api.anthropic.com")
+    assert answer.status == 200, answer
+    seen = fake.requests[-1]
+    assert seen.header(name.decode()) == value.decode("latin-1")  # the fake's view of the bytes
+    assert seen.header("X-AI-Bridge-Actor-ID") == "alice"
     mark.assert_no_addon_error()
 
 
@@ -562,14 +584,14 @@ def test_slow_clients_do_not_stop_others(hostile, fake, mark):
     for thread in slow:
         thread.join(30)
     assert not any(thread.is_alive() for thread in slow), "a slow client hangs"
+    # Six seconds for a head or body is slow, not abusive: far inside every timeout, so each
+    # is served (a 408 or a cut would be a timeout that is too eager).
     for what in ("connect", "head", "body"):
         answer = results[what]
-        # Handled (completed) or cut cleanly; either way no exception on our side.
         assert isinstance(answer, Answer), (what, answer)
-        assert answer.status in (200, 408, None), (what, answer)
+        assert answer.status == 200, (what, answer)
     completed = {r.json()["model"] for r in fake.requests if r.header("X-Slow")}
-    assert completed == {f"gpt-slow-{w}" for w, a in results.items()
-                         if isinstance(a, Answer) and a.status == 200}
+    assert completed == {"gpt-slow-connect", "gpt-slow-head", "gpt-slow-body"}
     mark.assert_no_addon_error()
 
 

@@ -17,21 +17,19 @@ import json
 import re
 import secrets
 import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 
+from scripts.mitmlaunch import MITMWEB, LaunchError
 from tests.e2e.harness import (
     ACTORS_TOML,
     ANTHROPIC_KEY,
-    LISTENING,
     OPENAI_KEY,
     ROOT,
     BridgeProcess,
@@ -41,7 +39,6 @@ from tests.fakeprovider import TEXT, FakeProvider
 
 pytestmark = pytest.mark.timeout(240)
 
-MITMWEB = Path(sys.executable).with_name("mitmweb")
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 ARTIFACTS = ROOT / "test-artifacts"
@@ -68,44 +65,34 @@ class MitmwebProcess(BridgeProcess):
     """BridgeProcess running `mitmweb` (headless) instead of `mitmdump`."""
 
     def __init__(self, workdir: Path, config: str) -> None:
-        super().__init__(workdir, config)
-        self.log_path = workdir / "mitmweb.log"
+        super().__init__(workdir, config, program=MITMWEB, log_name="mitmweb.log",
+                         save_flows=False)
         self.password = secrets.token_urlsafe(16)
         self.web_port = 0
+        self._bridge_args = list(self.args)
 
     @property
     def web_url(self) -> str:
         return f"http://127.0.0.1:{self.web_port}"
 
-    def start(self, timeout: float = WAIT) -> MitmwebProcess:
+    def ready(self, log: str) -> bool:
+        return f"Web server listening at {self.web_url}/" in log
+
+    def start(self, timeout: float = WAIT) -> Self:
         if not MITMWEB.exists():
             raise RuntimeError(f"{MITMWEB} is missing: run scripts/setup")
+        columns = [arg for c in COLUMNS for arg in ("--set", f"web_columns={c}")]
         for _attempt in range(3):  # the free web port may be taken before mitmweb binds it
             self.web_port = free_port()
-            columns = [arg for c in COLUMNS for arg in ("--set", f"web_columns={c}")]
-            cmd = [str(MITMWEB), "-s", self.script, "--mode", "regular@127.0.0.1:0",
-                   "--web-host", "127.0.0.1", "--web-port", str(self.web_port),
-                   "--no-web-open-browser", "--set", f"web_password={self.password}",
-                   "--set", f"confdir={self.confdir}",
-                   "--set", f"bridge_config={self.config_path}",
-                   "--set", "store_streamed_bodies=true", *columns]
-            self._log = self.log_path.open("wb")
-            self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                         env=self.env, cwd=self.cwd)
-            web = re.compile(rf"Web server listening at http://127\.0\.0\.1:{self.web_port}/")
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                log = self.log()
-                if (m := LISTENING.search(log)) and web.search(log):
-                    self.port = int(m.group(1))
-                    return self
-                if self.proc.poll() is not None:
-                    break
-                time.sleep(0.05)
-            log = self.log()
-            self.stop()
-            if "address already in use" not in log.lower():
-                raise RuntimeError(f"mitmweb did not start within {timeout}s:\n{log}")
+            self.args = [*self._bridge_args, "--web-host", "127.0.0.1",
+                         "--web-port", str(self.web_port), "--no-web-open-browser",
+                         "--set", f"web_password={self.password}",
+                         "--set", "store_streamed_bodies=true", *columns]
+            try:
+                return super().start(timeout)
+            except LaunchError:
+                if "address already in use" not in self.log().lower():
+                    raise
         raise RuntimeError(f"mitmweb found no free web port:\n{self.log()}")
 
     def rest(self, path: str) -> bytes:

@@ -8,6 +8,7 @@ from anthropic.types import ErrorResponse
 from openai.types.shared import ErrorObject
 
 from aibridge.counters import Registry
+from aibridge.errors.shapes import ANTHROPIC_ERRORS
 from aibridge.keys.circuit import (
     Admission,
     BreakerSettings,
@@ -307,7 +308,7 @@ def test_circuit_open_error_shape():
             "code": "service_unavailable",
         }
     }
-    anthropic_body = json.loads(err.to_response(anthropic=True).content)
+    anthropic_body = json.loads(err.to_response(ANTHROPIC_ERRORS).content)
     assert anthropic_body["type"] == "error"
     assert anthropic_body["error"]["message"] == "circuit breaker is open"
 
@@ -315,5 +316,5 @@ def test_circuit_open_error_shape():
 def test_circuit_open_error_sdk_parse():
     err = circuit_open_error(1)
     ErrorObject.model_validate(err.body()["error"])
-    parsed = ErrorResponse.model_validate(err.body(anthropic=True))
+    parsed = ErrorResponse.model_validate(err.body(ANTHROPIC_ERRORS))
     assert (parsed.type, parsed.error.type) == ("error", "api_error")

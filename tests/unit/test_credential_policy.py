@@ -10,7 +10,7 @@ from aibridge.access.actors import token_digest
 from aibridge.admission.credential import UpstreamCredential, resolve_credential
 from aibridge.config import BridgeConfig
 from aibridge.intercept import OPENAI_ERR_TYPE_AUTHENTICATION, CredentialKind, ResponseError
-from aibridge.keys.pool import KeyPoolError, PoolErrorKind
+from aibridge.model import KeyPoolError, PoolErrorKind
 from aibridge.providers import Provider, build_registry
 
 OPENAI_KEY = "sk-central-openai-0123456789"
@@ -86,6 +86,13 @@ def test_centralized_hint_is_masked():
     assert OPENAI_KEY not in repr(cred.info)
 
 
+def test_centralized_info_is_made_once_per_key():
+    p = provider("anthropic", "centralized")
+    first, again = resolve(p, NONE), resolve(p, ANTHROPIC_API_KEY)
+    assert first.key is again.key
+    assert first.info is again.info is p.pool.keys[0].info("X-Api-Key")
+
+
 def test_exhausted_pool_becomes_a_429_with_retry_after():
     class Exhausted:
         def select(self):
@@ -153,7 +160,7 @@ def test_byok_without_credential_is_401(name, keys):
     assert error.type == OPENAI_ERR_TYPE_AUTHENTICATION == "authentication_error"
     assert error.code == "missing_api_key"
     assert f"provider {name!r}" in error.message
-    assert p.family.auth_header in error.message
+    assert p.api.credential.name in error.message
 
 
 @pytest.mark.parametrize("value", ["Basic dXNlcjpwYXNz", "Bearer", "Bearer a b", USER_KEY])

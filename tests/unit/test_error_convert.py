@@ -12,6 +12,10 @@ from mitmproxy import http
 from openai.types.shared import ErrorObject
 
 from aibridge.errors.convert import convert_error, converted_response_headers
+from aibridge.errors.envelope import OPENAI_ERRORS
+from aibridge.errors.shapes import ANTHROPIC_ERRORS
+
+SHAPES = {"openai": OPENAI_ERRORS, "anthropic": ANTHROPIC_ERRORS}
 
 CLOUDFLARE_502 = b"""<!DOCTYPE html>
 <html lang="en-US"><head><title>api.openai.com | 502: Bad   gateway</title>
@@ -35,7 +39,7 @@ OPENAI_400 = {
 
 def convert(body: bytes, status: int = 502, *, provider: str = "openai", **kw) -> dict | None:
     headers = kw.pop("headers", {})
-    out = convert_error(provider, provider, status, headers, body, **kw)
+    out = convert_error(provider, SHAPES[provider], status, headers, body, **kw)
     return None if out is None else json.loads(out)
 
 
@@ -266,7 +270,7 @@ def test_applied_to_a_gzip_response_the_sdks_parse_it():
     )
     assert gzip.decompress(resp.raw_content) == CLOUDFLARE_502
     assert resp.content == CLOUDFLARE_502  # mitmproxy decodes; that is what the caller passes
-    new = convert_error("anthropic", "anthropic", resp.status_code, resp.headers, resp.content)
+    new = convert_error("anthropic", ANTHROPIC_ERRORS, resp.status_code, resp.headers, resp.content)
     assert new is not None
     resp.headers = converted_response_headers(resp.headers)
     resp.content = new
@@ -304,7 +308,7 @@ def test_applied_to_a_gzip_response_the_sdks_parse_it():
 
 
 def test_openai_sdk_reads_param_and_code_after_normalising():
-    body = convert_error("openai", "openai", 400, {}, dumps(OPENAI_400), error_format="openai")
+    body = convert_error("openai", OPENAI_ERRORS, 400, {}, dumps(OPENAI_400), error_format="openai")
 
     def handler(request: httpx2.Request) -> httpx2.Response:
         return httpx2.Response(400, content=body, headers={"content-type": "application/json"})

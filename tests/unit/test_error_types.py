@@ -3,42 +3,52 @@
 import pytest
 
 from aibridge.errors.categories import ERROR_TYPES, error_type
-from aibridge.keys.pool import PoolErrorKind
+from aibridge.model import PoolErrorKind
+from aibridge.providers.anthropic_messages import ANTHROPIC
+from aibridge.providers.openai import OPENAI
+
+# The status each provider API signals overload with (what `provider_type` used to select).
+ANTHROPIC_OVERLOAD = 529
+OPENAI_OVERLOAD = 503
+
+
+def test_each_provider_api_signals_overload_with_its_own_status() -> None:
+    assert ANTHROPIC.errors.overload_status == ANTHROPIC_OVERLOAD
+    assert OPENAI.errors.overload_status == OPENAI_OVERLOAD
 
 
 @pytest.mark.parametrize(
-    ("status", "provider_type", "expected"),
+    ("status", "overload_status", "expected"),
     [
-        (200, "anthropic", None),
-        (201, "openai", None),
-        (304, "openai", None),
-        (400, "openai", "bad_request"),
-        (404, "anthropic", "bad_request"),
-        (413, "anthropic", "bad_request"),
-        (422, "openai", "bad_request"),
-        (409, "openai", "bad_request"),  # other 4xx
-        (415, "anthropic", "bad_request"),
-        (401, "anthropic", "unauthorized"),
-        (403, "openai", "unauthorized"),
-        (429, "anthropic", "rate_limited"),
-        (429, "openai", "rate_limited"),
-        (529, "anthropic", "overloaded"),
-        (529, "openai", "server_error"),  # each provider has its own overload status
-        (503, "openai", "overloaded"),
-        (503, "anthropic", "server_error"),
-        (503, "OpenAI", "overloaded"),
-        (408, "openai", "timeout"),
-        (504, "anthropic", "timeout"),
-        (500, "anthropic", "server_error"),
-        (502, "openai", "server_error"),
-        (599, "openai", "server_error"),
-        (None, "anthropic", "unknown"),  # no response and no reason known
-        (101, "openai", "unknown"),
-        (600, "openai", "unknown"),
+        (200, ANTHROPIC_OVERLOAD, None),
+        (201, OPENAI_OVERLOAD, None),
+        (304, OPENAI_OVERLOAD, None),
+        (400, OPENAI_OVERLOAD, "bad_request"),
+        (404, ANTHROPIC_OVERLOAD, "bad_request"),
+        (413, ANTHROPIC_OVERLOAD, "bad_request"),
+        (422, OPENAI_OVERLOAD, "bad_request"),
+        (409, OPENAI_OVERLOAD, "bad_request"),  # other 4xx
+        (415, ANTHROPIC_OVERLOAD, "bad_request"),
+        (401, ANTHROPIC_OVERLOAD, "unauthorized"),
+        (403, OPENAI_OVERLOAD, "unauthorized"),
+        (429, ANTHROPIC_OVERLOAD, "rate_limited"),
+        (429, OPENAI_OVERLOAD, "rate_limited"),
+        (529, ANTHROPIC_OVERLOAD, "overloaded"),
+        (529, OPENAI_OVERLOAD, "server_error"),  # each provider has its own overload status
+        (503, OPENAI_OVERLOAD, "overloaded"),
+        (503, ANTHROPIC_OVERLOAD, "server_error"),
+        (408, OPENAI_OVERLOAD, "timeout"),
+        (504, ANTHROPIC_OVERLOAD, "timeout"),
+        (500, ANTHROPIC_OVERLOAD, "server_error"),
+        (502, OPENAI_OVERLOAD, "server_error"),
+        (599, OPENAI_OVERLOAD, "server_error"),
+        (None, ANTHROPIC_OVERLOAD, "unknown"),  # no response and no reason known
+        (101, OPENAI_OVERLOAD, "unknown"),
+        (600, OPENAI_OVERLOAD, "unknown"),
     ],
 )
-def test_by_status(status: int | None, provider_type: str, expected: str | None) -> None:
-    assert error_type(status=status, provider_type=provider_type) == expected
+def test_by_status(status: int | None, overload_status: int, expected: str | None) -> None:
+    assert error_type(status=status, overload_status=overload_status) == expected
 
 
 @pytest.mark.parametrize(
@@ -78,12 +88,13 @@ def test_by_status(status: int | None, provider_type: str, expected: str | None)
     ],
 )
 def test_precedence(kwargs: dict, expected: str) -> None:
-    kwargs.setdefault("provider_type", "anthropic")
+    kwargs.setdefault("overload_status", ANTHROPIC_OVERLOAD)
     assert error_type(**kwargs) == expected
 
 
 def test_every_result_is_in_the_vocabulary() -> None:
-    results = {error_type(status=s, provider_type=p, timed_out=t, cancelled=c)
+    results = {error_type(status=s, overload_status=o, timed_out=t, cancelled=c)
                for s in (None, 200, 400, 401, 408, 429, 500, 503, 529)
-               for p in ("anthropic", "openai") for t in (False, True) for c in (False, True)}
+               for o in (ANTHROPIC_OVERLOAD, OPENAI_OVERLOAD)
+               for t in (False, True) for c in (False, True)}
     assert results - {None} <= set(ERROR_TYPES)

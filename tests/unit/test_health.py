@@ -4,7 +4,9 @@ import pytest
 from mitmproxy import exceptions, hooks
 from mitmproxy.test import taddons
 
-from aibridge.addons.core import Bridge
+from aibridge.addons.configuration import Configuration
+from aibridge.addons.health import Health
+from aibridge.addons.runtime import Runtime
 from aibridge.observe import health
 
 
@@ -32,23 +34,29 @@ def configure(tctx, addon, **options):
 
 def test_bridge_refuses_a_shared_listen_address_without_actors(tmp_path, monkeypatch):
     monkeypatch.setenv("AIBRIDGE_DATA_DIR", str(tmp_path))
-    bridge = Bridge()
-    with taddons.context(bridge) as tctx, pytest.raises(exceptions.OptionsError,
-                                                        match="refusing to run an open proxy"):
-        configure(tctx, bridge, mode=["regular@0.0.0.0:8080"])
+    runtime = Runtime()
+    cfg = Configuration(runtime)
+    health_addon = Health(runtime)
+    with taddons.context(cfg, health_addon) as tctx, pytest.raises(
+            exceptions.OptionsError, match="refusing to run an open proxy"):
+        configure(tctx, cfg, mode=["regular@0.0.0.0:8080"])
 
 
 def test_allow_open_proxy_or_actors_lift_the_guard(tmp_path, monkeypatch):
     monkeypatch.setenv("AIBRIDGE_DATA_DIR", str(tmp_path))
     config = tmp_path / "aibridge.toml"
     config.write_text("[auth]\nallow_open_proxy = true\n[recording]\nenabled = false\n")
-    bridge = Bridge()
-    with taddons.context(bridge) as tctx:
-        configure(tctx, bridge, mode=["regular@0.0.0.0:8080"], bridge_config=str(config))
-        assert bridge.settings is not None
+    runtime = Runtime()
+    cfg = Configuration(runtime)
+    health_addon = Health(runtime)
+    with taddons.context(cfg, health_addon) as tctx:
+        configure(tctx, cfg, mode=["regular@0.0.0.0:8080"], bridge_config=str(config))
+        assert runtime.settings_or_none is not None
     (tmp_path / "actors.toml").write_text('[[actors]]\nid = "a"\ntoken = "t"\n')
     config.write_text('[auth]\nactors_file = "actors.toml"\n[recording]\nenabled = false\n')
-    bridge = Bridge()
-    with taddons.context(bridge) as tctx:
-        configure(tctx, bridge, mode=["regular@0.0.0.0:8080"], bridge_config=str(config))
-        assert bridge.settings.actors.requires_auth
+    runtime = Runtime()
+    cfg = Configuration(runtime)
+    health_addon = Health(runtime)
+    with taddons.context(cfg, health_addon) as tctx:
+        configure(tctx, cfg, mode=["regular@0.0.0.0:8080"], bridge_config=str(config))
+        assert runtime.settings.actors.requires_auth

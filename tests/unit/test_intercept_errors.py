@@ -10,7 +10,10 @@ import openai
 import pytest
 from anthropic.types import ErrorResponse
 from mitmproxy import http
+from openai.types.shared import ErrorObject
 
+from aibridge.errors.envelope import OPENAI_ERRORS
+from aibridge.errors.shapes import ANTHROPIC_ERRORS
 from aibridge.intercept import (
     OPENAI_ERR_CODE_RATE_LIMIT,
     OPENAI_ERR_CODE_SERVER,
@@ -23,7 +26,7 @@ from aibridge.intercept import (
     response_error_from_key_pool,
     status_error_type,
 )
-from aibridge.keys.pool import KeyPoolError, PoolErrorKind
+from aibridge.model import KeyPoolError, PoolErrorKind
 
 
 def rate_limited(retry_after: float = 0.0) -> ResponseError:
@@ -46,10 +49,34 @@ def test_openai_body_uses_null_for_absent_fields():
     assert body == {"error": {"message": "boom", "type": "api_error", "param": None, "code": None}}
     assert b"None" not in err.to_response().content
     assert body == err.body()
+    assert err.body() == err.body(OPENAI_ERRORS)  # the OpenAI envelope is the default
+    assert list(body["error"]) == ["code", "message", "param", "type"]
+
+
+@pytest.mark.parametrize(
+    "err",
+    [
+        new_response_error("boom", OPENAI_ERR_TYPE_API, None, 502),
+        new_response_error("slow down", OPENAI_ERR_TYPE_RATE_LIMIT, OPENAI_ERR_CODE_RATE_LIMIT,
+                           429, 2.5),
+        ResponseError("bad param", "invalid_request_error", "context_length_exceeded",
+                      param="messages", status=400),
+        ResponseError("Überlastet \"quoted\" ☀️", "overloaded_error", None, status=529),
+    ],
+)
+def test_openai_envelope_is_what_the_openai_sdk_dumps(err):
+    """The envelope is built by hand now; it must stay field for field the SDK's ErrorObject."""
+    sdk = ErrorObject(
+        message=err.message, type=err.type, code=err.code, param=err.param
+    ).model_dump(mode="json", include={"code", "message", "param", "type"})
+    assert err.body(OPENAI_ERRORS) == {"error": sdk}
+    assert list(err.body(OPENAI_ERRORS)["error"].items()) == list(sdk.items())  # order too
+    assert err.body(ANTHROPIC_ERRORS) == {"type": "error", "error": sdk}
+    assert json.loads(err.to_response().content) == {"error": sdk}
 
 
 def test_anthropic_body_adds_top_level_type():
-    body = json.loads(rate_limited().to_response(anthropic=True).content)
+    body = json.loads(rate_limited().to_response(ANTHROPIC_ERRORS).content)
     assert body == {
         "type": "error",
         "error": {
@@ -121,7 +148,8 @@ def test_response_error_is_raisable_and_prints_its_message():
 )
 def test_status_error_type(status, openai_type, anthropic_type):
     assert status_error_type(status) == openai_type
-    assert status_error_type(status, anthropic=True) == anthropic_type
+    assert ANTHROPIC_ERRORS.type_for_status(status) == anthropic_type
+    assert OPENAI_ERRORS.type_for_status(status) == openai_type
 
 
 def _response(status: int, headers: dict[str, str] | None = None) -> httpx2.Response:
@@ -288,7 +316,7 @@ def test_from_key_pool_rate_limited_without_delay_has_no_retry_after():
 def test_from_key_pool_auth_failed():
     err = response_error_from_key_pool(KeyPoolError(PoolErrorKind.AUTH_FAILED, 60))
     assert err is not None
-    response = err.to_response(anthropic=True)
+    response = err.to_response(ANTHROPIC_ERRORS)
     assert response.status_code == 502
     assert "Retry-After" not in response.headers
     assert json.loads(response.content) == {
@@ -319,7 +347,7 @@ def _serving(response: http.Response) -> httpx2.Client:
 
 @pytest.mark.parametrize("anthropic_envelope", [False, True])
 def test_openai_sdk_parses_the_envelope(anthropic_envelope):
-    made = rate_limited(2.1).to_response(anthropic=anthropic_envelope)
+    made = rate_limited(2.1).to_response(ANTHROPIC_ERRORS if anthropic_envelope else OPENAI_ERRORS)
     client = openai.OpenAI(
         api_key="sk-test",
         base_url="https://api.openai.test/v1",
@@ -338,7 +366,7 @@ def test_openai_sdk_parses_the_envelope(anthropic_envelope):
 
 def test_anthropic_sdk_parses_the_envelope():
     made = new_response_error("Overloaded", "overloaded_error", None, 529).to_response(
-        anthropic=True
+        ANTHROPIC_ERRORS
     )
     client = anthropic.Anthropic(
         api_key="sk-ant-test",

@@ -2,7 +2,8 @@
 
 import pytest
 
-from aibridge.keys.pool import Key, KeyPool, KeyPoolError, PoolErrorKind, format_duration
+from aibridge.keys.pool import Key, KeyPool
+from aibridge.model import KeyPoolError, PoolErrorKind, format_duration
 
 
 def test_empty_key_list_is_rejected():

@@ -3,17 +3,15 @@ import time
 
 import pytest
 
-from aibridge.providers import parsing
-from aibridge.providers.parsing import (
-    RequestInfo,
-    StreamAccumulator,
-    parse_request,
-    summarize_json,
-)
-from aibridge.streaming.sse import RawEvent, SSEEvent
+from aibridge.providers.base import RequestInfo
+from aibridge.providers.catalog import wire_api
+from aibridge.providers.jsonfields import json_loads
+from aibridge.providers.sse_shortcut import Shortcut
+from aibridge.providers.stream import StreamAccumulator
+from aibridge.sse import RawEvent, SSEEvent
 from aibridge.summary import ResponseSummary, ToolCall
 
-# --- parse_request -------------------------------------------------------------------
+# --- request_info ----------------------------------------------------------------------
 
 
 def tool_result(tool_use_id: object) -> dict:
@@ -132,20 +130,16 @@ def tool_result(tool_use_id: object) -> dict:
         ("responses", {"model": "m", "stream": None}, RequestInfo("m", False, None)),
     ],
 )
-def test_parse_request(route: str, body: object, expected: RequestInfo) -> None:
-    assert parse_request(route, body) == expected
+def test_request_info(route: str, body: object, expected: RequestInfo) -> None:
+    assert wire_api(route).request_info(body) == expected
 
 
-def test_unknown_route_is_a_programming_error() -> None:
-    with pytest.raises(ValueError):
-        parse_request("completions", {})
-    with pytest.raises(ValueError):
-        summarize_json("completions", {})
-    with pytest.raises(ValueError):
-        StreamAccumulator("completions")
+def test_unknown_route_has_no_wire_api() -> None:
+    assert wire_api("completions") is None
+    assert wire_api("bogus") is None
 
 
-# --- summarize_json ------------------------------------------------------------------
+# --- summarize -----------------------------------------------------------------------
 
 
 def test_messages_json() -> None:
@@ -176,7 +170,7 @@ def test_messages_json() -> None:
             "service_tier": "standard",
         },
     }
-    s = summarize_json("messages", body)
+    s = wire_api("messages").summarize(body)
     assert s == ResponseSummary(
         model="claude-sonnet-4-5-20250929",
         response_id="msg_01",
@@ -238,7 +232,7 @@ def test_chat_json() -> None:
             },
         },
     }
-    s = summarize_json("chat", body)
+    s = wire_api("chat").summarize(body)
     assert (s.model, s.response_id, s.stop_reason, s.completed) == (
         "gpt-4o-2024-08-06",
         "chatcmpl-1",
@@ -304,7 +298,7 @@ def test_responses_json() -> None:
             "total_tokens": 360,
         },
     }
-    s = summarize_json("responses", body)
+    s = wire_api("responses").summarize(body)
     assert (s.model, s.response_id, s.stop_reason, s.completed, s.error) == (
         "gpt-4.1-2025-04-14",
         "resp_1",
@@ -347,14 +341,14 @@ def test_responses_json() -> None:
 def test_json_error_bodies_are_not_completed(
     route: str, body: dict, error: str, error_type: str
 ) -> None:
-    s = summarize_json(route, body)
+    s = wire_api(route).summarize(body)
     assert (s.error, s.error_type, s.completed) == (error, error_type, False)
 
 
 @pytest.mark.parametrize("route", ["messages", "chat", "responses"])
 @pytest.mark.parametrize("body", [None, [], "x", {}, {"usage": [], "choices": {}, "content": 1}])
 def test_json_odd_shapes_do_not_raise(route: str, body: object) -> None:
-    s = summarize_json(route, body)
+    s = wire_api(route).summarize(body)
     assert (s.input_tokens, s.tool_calls) == (0, [])
 
 
@@ -379,10 +373,10 @@ def raw(events: list[SSEEvent]) -> list[RawEvent]:
 
 def feed(route: str, events: list[SSEEvent]) -> StreamAccumulator:
     """Feed one by one as SSEEvents, and check `feed_raw` (bytes, shortcuts) agrees."""
-    acc = StreamAccumulator(route)
+    acc = wire_api(route).accumulator()
     for e in events:
         acc.feed(e)
-    fast = StreamAccumulator(route)
+    fast = wire_api(route).accumulator()
     for e in raw(events):
         fast.feed_raw([e])
     assert observed(fast) == observed(acc)
@@ -492,7 +486,7 @@ def test_anthropic_tool_without_input_deltas_keeps_empty_object() -> None:
 
 
 def test_partial_tool_arguments_visible_mid_stream() -> None:
-    acc = StreamAccumulator("messages")
+    acc = wire_api("messages").accumulator()
     acc.feed(
         anthropic(
             {
@@ -518,7 +512,7 @@ def test_partial_tool_arguments_visible_mid_stream() -> None:
 
 
 def test_first_token_at_set_by_first_output_event() -> None:
-    acc = StreamAccumulator("messages")
+    acc = wire_api("messages").accumulator()
     acc.feed(anthropic(MESSAGE_START))
     acc.feed(anthropic({"type": "ping"}))
     assert acc.first_token_at is None
@@ -774,8 +768,8 @@ def test_wrongly_typed_fields_never_raise(route: str, weird: object) -> None:
                 for v in variants(value):
                     yield [*obj[:i], v, *obj[i + 1 :]]
 
-    acc = StreamAccumulator(route)
-    fast = StreamAccumulator(route)
+    acc = wire_api(route).accumulator()
+    fast = wire_api(route).accumulator()
     for template in templates:
         for variant in variants(template):
             for name in (None, "error"):
@@ -794,10 +788,10 @@ def compact(obj: object, *, ascii_only: bool = False) -> bytes:
 
 def check_raw(route: str, frames: list[tuple[str | None, bytes]]) -> StreamAccumulator:
     """feed_raw (one batch) leaves the same state as feed() on the decoded text."""
-    ref = StreamAccumulator(route)
+    ref = wire_api(route).accumulator()
     for name, data in frames:
         ref.feed(SSEEvent(name, data.decode("utf-8", "replace")))
-    fast = StreamAccumulator(route)
+    fast = wire_api(route).accumulator()
     fast.feed_raw([(name, data, None) for name, data in frames])
     assert observed(fast) == observed(ref)
     return fast
@@ -807,15 +801,15 @@ def check_raw(route: str, frames: list[tuple[str | None, bytes]]) -> StreamAccum
 def hits(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The strings the shortcut took without parsing the whole event."""
     taken: list[str] = []
-    original = parsing._Shortcut.string
+    original = Shortcut.string
 
-    def string(self: parsing._Shortcut, data: bytes) -> str | None:
+    def string(self: Shortcut, data: bytes) -> str | None:
         piece = original(self, data)
         if piece is not None:
             taken.append(piece)
         return piece
 
-    monkeypatch.setattr(parsing._Shortcut, "string", string)
+    monkeypatch.setattr(Shortcut, "string", string)
     return taken
 
 
@@ -972,8 +966,6 @@ def test_feed_raw_batch_with_done_and_bad_events() -> None:
     '{"a":"é"}',
 ])
 def test_json_loads_is_json_loads(data):
-    from aibridge.providers.parsing import json_loads
-
     try:
         want = json.loads(data)
     except Exception as e:

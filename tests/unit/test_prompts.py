@@ -2,7 +2,8 @@
 
 import pytest
 
-from aibridge.observe.prompts import apply_privacy, last_user_prompt
+from aibridge.observe.prompts import apply_privacy
+from aibridge.providers.catalog import wire_api
 
 
 def user(content: object) -> dict:
@@ -51,7 +52,7 @@ ASSISTANT = {"role": "assistant", "content": "sure"}
     ],
 )
 def test_messages(messages: object, prompt: str | None) -> None:
-    assert last_user_prompt("messages", {"messages": messages}) == prompt
+    assert wire_api("messages").last_prompt({"messages": messages}) == prompt
 
 
 @pytest.mark.parametrize(
@@ -72,7 +73,7 @@ def test_messages(messages: object, prompt: str | None) -> None:
     ],
 )
 def test_chat(messages: object, prompt: str | None) -> None:
-    assert last_user_prompt("chat", {"messages": messages}) == prompt
+    assert wire_api("chat").last_prompt({"messages": messages}) == prompt
 
 
 def item(role: str, content: object) -> dict:
@@ -101,14 +102,14 @@ def item(role: str, content: object) -> dict:
     ],
 )
 def test_responses(input_: object, prompt: str | None) -> None:
-    assert last_user_prompt("responses", {"input": input_}) == prompt
+    assert wire_api("responses").last_prompt({"input": input_}) == prompt
 
 
 @pytest.mark.parametrize("body", [None, [], "text", {"messages": [user("x")]}])
 def test_unknown_route_or_body(body: object) -> None:
-    assert last_user_prompt("embeddings", body) is None
+    assert wire_api("embeddings") is None  # an unknown route has no prompt to find
     if not isinstance(body, dict):
-        assert last_user_prompt("messages", body) is None
+        assert wire_api("messages").last_prompt(body) is None
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,7 @@ import pytest
 
 from aibridge.config import BridgeConfig, ConfigError
 from aibridge.providers import (
-    ANTHROPIC,
     BRIDGED,
-    OPENAI,
     PASSTHROUGH,
     UNKNOWN,
     UNTOUCHED,
@@ -16,6 +14,10 @@ from aibridge.providers import (
     Upstream,
     build_registry,
 )
+from aibridge.providers.anthropic_messages import ANTHROPIC, MESSAGES
+from aibridge.providers.openai import OPENAI
+from aibridge.providers.openai_chat import CHAT_COMPLETIONS
+from aibridge.providers.openai_responses import RESPONSES
 
 
 def registry(
@@ -57,7 +59,7 @@ def test_default_openai_provider():
     openai = registry().for_host("api.openai.com")
     assert openai.name == "openai"
     assert openai.type == "openai"
-    assert openai.family is OPENAI
+    assert openai.api is OPENAI
     assert openai.hosts == ("api.openai.com",)
     assert openai.upstream == Upstream("https", "api.openai.com", 443, "")
     assert str(openai.upstream) == "https://api.openai.com:443"
@@ -68,7 +70,7 @@ def test_default_openai_provider():
 
 def test_default_anthropic_provider():
     anthropic = registry().for_host("api.anthropic.com")
-    assert anthropic.family is ANTHROPIC
+    assert anthropic.api is ANTHROPIC
     assert str(anthropic.upstream) == "https://api.anthropic.com:443"
     assert anthropic.passthrough == ("/v1/", "/api/")
 
@@ -253,16 +255,18 @@ def groq():
     return registry({"groq": GROQ}).for_host("api.groq.com")
 
 
-def test_compatible_provider_reuses_the_family(groq):
-    assert groq.family is OPENAI
+def test_compatible_provider_reuses_the_provider_api(groq):
+    assert groq.api is OPENAI
     assert groq.base_path == "/openai/v1"
     assert groq.upstream == Upstream("https", "api.groq.com", 443, "")
     assert groq.passthrough == ("/openai/v1/",)
 
 
 def test_compatible_provider_bridges_under_base_path(groq):
-    assert groq.match("POST", "/openai/v1/chat/completions") == RouteMatch(BRIDGED, "chat")
-    assert groq.match("POST", "/openai/v1/responses") == RouteMatch(BRIDGED, "responses")
+    chat = RouteMatch(BRIDGED, CHAT_COMPLETIONS)
+    assert groq.match("POST", "/openai/v1/chat/completions") == chat
+    assert groq.match("POST", "/openai/v1/responses") == RouteMatch(BRIDGED, RESPONSES)
+    assert groq.match("POST", "/openai/v1/chat/completions").route == "chat"
 
 
 def test_compatible_provider_passes_other_paths_under_base_path(groq):
@@ -280,15 +284,16 @@ def test_custom_passthrough_list_replaces_the_default():
     )
     assert provider.match("GET", "/openai/v1/models") == RouteMatch(PASSTHROUGH)
     assert provider.match("GET", "/openai/v1/files") == RouteMatch(UNKNOWN)
-    assert provider.match("POST", "/openai/v1/chat/completions") == RouteMatch(BRIDGED, "chat")
+    chat = RouteMatch(BRIDGED, CHAT_COMPLETIONS)
+    assert provider.match("POST", "/openai/v1/chat/completions") == chat
 
 
 def test_anthropic_compatible_provider():
     provider = registry(
         {"kimi": {"type": "anthropic", "hosts": ["api.moonshot.ai"], "base_path": "/anthropic/v1"}}
     ).for_host("api.moonshot.ai")
-    assert provider.family is ANTHROPIC
-    assert provider.match("POST", "/anthropic/v1/messages") == RouteMatch(BRIDGED, "messages")
+    assert provider.api is ANTHROPIC
+    assert provider.match("POST", "/anthropic/v1/messages") == RouteMatch(BRIDGED, MESSAGES)
     assert provider.passthrough == ("/anthropic/v1/", "/api/")
 
 
@@ -298,10 +303,10 @@ def test_anthropic_compatible_provider():
 @pytest.mark.parametrize(
     ("method", "path", "expected"),
     [
-        ("POST", "/v1/chat/completions", RouteMatch(BRIDGED, "chat")),
-        ("POST", "/v1/responses", RouteMatch(BRIDGED, "responses")),
-        ("POST", "/v1/chat/completions?stream=true", RouteMatch(BRIDGED, "chat")),
-        ("POST", "/v1/responses?x=1&y=2", RouteMatch(BRIDGED, "responses")),
+        ("POST", "/v1/chat/completions", RouteMatch(BRIDGED, CHAT_COMPLETIONS)),
+        ("POST", "/v1/responses", RouteMatch(BRIDGED, RESPONSES)),
+        ("POST", "/v1/chat/completions?stream=true", RouteMatch(BRIDGED, CHAT_COMPLETIONS)),
+        ("POST", "/v1/responses?x=1&y=2", RouteMatch(BRIDGED, RESPONSES)),
         ("GET", "/v1/chat/completions", RouteMatch(PASSTHROUGH)),
         ("GET", "/v1/responses", RouteMatch(PASSTHROUGH)),  # Codex WebSocket upgrade
         ("GET", "/v1/models", RouteMatch(PASSTHROUGH)),
@@ -323,8 +328,8 @@ def test_openai_routes(method, path, expected):
 @pytest.mark.parametrize(
     ("method", "path", "expected"),
     [
-        ("POST", "/v1/messages", RouteMatch(BRIDGED, "messages")),
-        ("POST", "/v1/messages?beta=true", RouteMatch(BRIDGED, "messages")),
+        ("POST", "/v1/messages", RouteMatch(BRIDGED, MESSAGES)),
+        ("POST", "/v1/messages?beta=true", RouteMatch(BRIDGED, MESSAGES)),
         ("GET", "/v1/messages", RouteMatch(PASSTHROUGH)),
         ("POST", "/v1/messages/count_tokens", RouteMatch(PASSTHROUGH)),
         ("POST", "/v1/messages/count_tokens?beta=true", RouteMatch(PASSTHROUGH)),
@@ -384,11 +389,11 @@ def test_chatgpt_bridges_codex_responses_and_leaves_the_rest_untouched():
     reg = build_registry(BridgeConfig(), Path("/nonexistent"), environ={})
     chatgpt = reg.for_host("chatgpt.com")
     assert chatgpt is not None and chatgpt.credentials == "byok"
-    assert chatgpt.match("POST", "/backend-api/codex/responses") == RouteMatch(BRIDGED, "responses")
+    assert chatgpt.match("POST", "/backend-api/codex/responses") == RouteMatch(BRIDGED, RESPONSES)
     assert chatgpt.match("GET", "/backend-api/codex/models").kind == PASSTHROUGH
     assert chatgpt.match("GET", "/backend-api/conversations").kind == UNTOUCHED
-    assert chatgpt.websocket_route("/backend-api/codex/responses") == "responses"
-    assert chatgpt.websocket_route("/backend-api/codex/models") is None
+    assert chatgpt.websocket_api("/backend-api/codex/responses") is RESPONSES
+    assert chatgpt.websocket_api("/backend-api/codex/models") is None
 
 
 def test_user_table_overrides_single_fields_of_a_builtin():

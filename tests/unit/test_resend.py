@@ -12,7 +12,7 @@ from mitmproxy.addons.upstream_auth import UpstreamAuth
 from mitmproxy.options import Options
 from mitmproxy.test import taddons
 
-from aibridge.keys import resend
+from aibridge.upstream import resend
 
 
 def options(*modes: str, upstream_auth: str | None = None) -> Options:

@@ -5,7 +5,7 @@ import brotli
 import pytest
 import zstandard
 
-from aibridge.streaming.sse import BodyDecoder, SSEEvent, SSEParser, decode_body
+from aibridge.sse import BodyDecoder, SSEEvent, SSEParser, decode_body
 
 STREAM = (
     b": keep-alive comment\n"

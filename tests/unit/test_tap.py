@@ -9,6 +9,7 @@ import brotli
 import pytest
 import zstandard
 
+from aibridge.providers.catalog import wire_api
 from aibridge.streaming.tap import StreamTap
 from aibridge.summary import ToolCall
 
@@ -374,7 +375,7 @@ def run(tap: StreamTap, body: bytes, size: int, *, end: bool = True) -> None:
 @pytest.mark.parametrize("eol", ["\n", "\r\n"])
 def test_plain_streams(route: str, size: int, eol: str) -> None:
     body = STREAMS[route].replace(b"\n", eol.encode())
-    tap = StreamTap(route, None)
+    tap = StreamTap(wire_api(route), None)
     run(tap, body, size)
     CHECKS[route](tap)
     assert (tap.ended, tap.parse_error, tap.bad_events, tap.bytes_seen) == (
@@ -392,7 +393,7 @@ def test_plain_streams(route: str, size: int, eol: str) -> None:
 @pytest.mark.parametrize("size", [1, 7, 4096])
 def test_compressed_streams(route: str, encoding: str, size: int) -> None:
     body = ENCODERS[encoding](STREAMS[route].replace(b"\n", b"\r\n"))
-    tap = StreamTap(route, encoding)
+    tap = StreamTap(wire_api(route), encoding)
     run(tap, body, size)
     CHECKS[route](tap)
     assert tap.parse_error is None
@@ -400,7 +401,7 @@ def test_compressed_streams(route: str, encoding: str, size: int) -> None:
 
 
 def test_raw_deflate_stream() -> None:
-    tap = StreamTap("chat", "deflate")
+    tap = StreamTap(wire_api("chat"), "deflate")
     run(tap, raw_deflate(STREAMS["chat"]), 5)
     check_chat(tap)
 
@@ -410,7 +411,7 @@ def test_truncated_stream_is_not_ended_or_completed(route: str) -> None:
     plain = STREAMS[route]
     gz = zlib.compressobj(wbits=31)  # gzip, flushed mid-stream like a server would
     body = gz.compress(plain[: len(plain) // 2]) + gz.flush(zlib.Z_SYNC_FLUSH)
-    tap = StreamTap(route, "gzip")
+    tap = StreamTap(wire_api(route), "gzip")
     run(tap, body, 7, end=False)
     assert (tap.ended, tap.summary.completed, tap.parse_error) == (False, False, None)
     assert tap.summary.events > 0
@@ -419,7 +420,7 @@ def test_truncated_stream_is_not_ended_or_completed(route: str) -> None:
 def test_truncated_tool_call_keeps_partial_arguments() -> None:
     body = STREAMS["messages"]
     cut = body.index(b"celsius")
-    tap = StreamTap("messages", None)
+    tap = StreamTap(wire_api("messages"), None)
     run(tap, body[:cut], 64, end=False)
     assert tap.summary.tool_calls[0].arguments == '{"location": "Zür'
     assert tap.summary.output_tokens == 2  # only message_start's count so far
@@ -431,7 +432,7 @@ def test_mid_stream_anthropic_error() -> None:
         b'event: error\ndata: {"type": "error", "error": {"type": "overloaded_error", '
         b'"message": "Overloaded"}}\n\n'
     )
-    tap = StreamTap("messages", None)
+    tap = StreamTap(wire_api("messages"), None)
     run(tap, body, 7)
     s = tap.summary
     assert (s.error, s.error_type, s.completed, tap.ended) == (
@@ -458,14 +459,14 @@ def test_mid_stream_chat_error_before_done() -> None:
         )
         + frame(None, "[DONE]")
     ).encode()
-    tap = StreamTap("chat", None)
+    tap = StreamTap(wire_api("chat"), None)
     run(tap, body, 3)
     assert (tap.summary.error, tap.summary.text_chars) == ("Internal error", 2)
 
 
 def test_final_event_without_blank_line_is_read_at_end() -> None:
     body = STREAMS["messages"].rstrip(b"\n")
-    tap = StreamTap("messages", None)
+    tap = StreamTap(wire_api("messages"), None)
     run(tap, body, 7, end=False)
     assert not tap.summary.completed
     tap(b"")
@@ -473,7 +474,7 @@ def test_final_event_without_blank_line_is_read_at_end() -> None:
 
 
 def test_end_marker_handled_once() -> None:
-    tap = StreamTap("chat", None)
+    tap = StreamTap(wire_api("chat"), None)
     run(tap, b"data: [DONE]", 100)
     tap(b"")
     assert (tap.ended, tap.summary.events) == (True, 1)
@@ -481,14 +482,14 @@ def test_end_marker_handled_once() -> None:
 
 def test_malformed_event_does_not_stop_parsing() -> None:
     body = b"data: {broken\n\n" + STREAMS["chat"]
-    tap = StreamTap("chat", None)
+    tap = StreamTap(wire_api("chat"), None)
     run(tap, body, 7)
     assert (tap.bad_events, tap.parse_error) == (1, None)
     assert tap.summary.tool_calls[1].name == "get_time"
 
 
 def test_unknown_encoding_passes_bytes_without_parsing() -> None:
-    tap = StreamTap("chat", "compress")
+    tap = StreamTap(wire_api("chat"), "compress")
     body = STREAMS["chat"]
     run(tap, body, 100)
     assert tap.parse_error is not None and "compress" in tap.parse_error
@@ -496,7 +497,7 @@ def test_unknown_encoding_passes_bytes_without_parsing() -> None:
 
 
 def test_corrupt_body_switches_to_pass_through() -> None:
-    tap = StreamTap("chat", "gzip")
+    tap = StreamTap(wire_api("chat"), "gzip")
     chunks = [b"\x1f\x8b\x08\x00\x00\x00\x00\x00", b"\xff" * 32, b"more", b""]
     for chunk in chunks:
         assert tap(chunk) is chunk
@@ -505,7 +506,7 @@ def test_corrupt_body_switches_to_pass_through() -> None:
 
 
 def test_parser_bug_never_breaks_the_stream(monkeypatch: pytest.MonkeyPatch) -> None:
-    tap = StreamTap("messages", None)
+    tap = StreamTap(wire_api("messages"), None)
     calls = []
 
     def boom(events: object) -> None:
@@ -526,22 +527,21 @@ def test_on_first_chunk_called_once_and_may_fail() -> None:
         calls.append(1)
         raise RuntimeError("observer bug")
 
-    tap = StreamTap("chat", None, on_first_chunk=callback)
+    tap = StreamTap(wire_api("chat"), None, on_first_chunk=callback)
     assert tap(b"") == b"" and calls == []  # an empty body has no first chunk
-    tap = StreamTap("chat", None, on_first_chunk=callback)
+    tap = StreamTap(wire_api("chat"), None, on_first_chunk=callback)
     run(tap, STREAMS["chat"], 7)
     assert calls == [1]
     assert tap.first_chunk_at is not None and tap.parse_error is None
     check_chat(tap)
 
 
-def test_unknown_route_raises_at_construction() -> None:
-    with pytest.raises(ValueError):
-        StreamTap("completions", None)
+def test_unknown_route_has_no_wire_api_to_tap() -> None:
+    assert wire_api("completions") is None
 
 
 def test_summary_to_dict_is_json() -> None:
-    tap = StreamTap("messages", None)
+    tap = StreamTap(wire_api("messages"), None)
     run(tap, STREAMS["messages"], 1 << 20)
     d = json.loads(json.dumps(tap.summary.to_dict()))
     assert d["tool_calls"][0]["id"] == "toolu_01T1x1fJ34qAmk2tNTrN7Up6"

@@ -16,8 +16,8 @@ from collections.abc import Callable
 
 import pytest
 
-from aibridge.providers.parsing import StreamAccumulator
-from aibridge.streaming.sse import SSEParser
+from aibridge.providers.catalog import wire_api
+from aibridge.sse import SSEParser
 from aibridge.streaming.tap import StreamTap
 
 WORDS = [
@@ -178,7 +178,7 @@ def chunked(events: list[bytes], mode: str) -> list[bytes]:
 
 
 def tap_over(route: str, chunks: list[bytes], encoding: str | None = None) -> StreamTap:
-    tap = StreamTap(route, encoding)
+    tap = StreamTap(wire_api(route), encoding)
     for chunk in chunks:
         tap(chunk)
     tap(b"")
@@ -188,7 +188,7 @@ def tap_over(route: str, chunks: list[bytes], encoding: str | None = None) -> St
 def reference(route: str, body: bytes) -> tuple:
     """Plain per-event parsing: SSEEvents (str data) fed one by one."""
     parser = SSEParser()
-    acc = StreamAccumulator(route)
+    acc = wire_api(route).accumulator()
     for event in parser.feed(body) + parser.flush():
         acc.feed(event)
     return acc.summary.to_dict(), acc.bad_events, acc.first_token_at is None

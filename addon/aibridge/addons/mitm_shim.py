@@ -17,10 +17,9 @@ every bridged request goes through this HTTP/1 path.
 from __future__ import annotations
 
 import inspect
-import json
 import logging
-import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from mitmproxy import connection, http, version
 from mitmproxy.net.http import http1
@@ -33,10 +32,20 @@ logger = logging.getLogger("aibridge")
 SUPPORTED = "12.2."
 _ORIGINAL_SEND = _http1.Http1Server.send
 
-# Prepared by the addon's error hook, consumed when mitmproxy writes the error to that client.
-pending_responses: weakref.WeakKeyDictionary[connection.Client, http.Response] = (
-    weakref.WeakKeyDictionary())
-pending_tails: weakref.WeakKeyDictionary[connection.Client, bytes] = weakref.WeakKeyDictionary()
+
+
+@dataclass
+class Handover:
+    """What the bridge prepared for one client connection's next mitmproxy-made error."""
+
+    generic: Callable[[int, str], http.Response]  # any error, in the connection's API shape
+    response: http.Response | None = None  # the answer instead of the HTML error page
+    tail: bytes | None = None  # the event that ends a stream cut mid-way
+
+
+# Called with the client connection when mitmproxy writes an error to it: the handover for a
+# bridged connection (taken: it is used once), or None to keep mitmproxy's own behaviour.
+Take = Callable[[connection.Client], "Handover | None"]
 
 
 def problems() -> list[str]:
@@ -59,8 +68,9 @@ def problems() -> list[str]:
     return found
 
 
-def install(generic: Callable[[int, str], http.Response]) -> list[str]:
-    """Wrap Http1Server.send; returns the problems that prevented it (empty = installed)."""
+def install(take: Take) -> list[str]:
+    """Wrap Http1Server.send; returns the problems that prevented it (empty = installed).
+    Connections `take` knows nothing of keep mitmproxy's own error pages."""
     found = problems()
     if found:
         return found
@@ -70,19 +80,19 @@ def install(generic: Callable[[int, str], http.Response]) -> list[str]:
         # isinstance, not for a second generator frame around every command they yield.
         if not isinstance(event, ResponseProtocolError):
             return _ORIGINAL_SEND(self, event)
-        return send_error(self, event)
+        handover = take(self.conn)
+        if handover is None:
+            return _ORIGINAL_SEND(self, event)
+        return send_error(self, event, handover)
 
-    def send_error(self: _http1.Http1Server, event: ResponseProtocolError):
+    def send_error(self: _http1.Http1Server, event: ResponseProtocolError, handover: Handover):
         client = self.conn
         if not (client.state & connection.ConnectionState.CAN_WRITE):
-            pending_responses.pop(client, None)
-            pending_tails.pop(client, None)
             return
         status = event.code.http_status_code()
-        response = pending_responses.pop(client, None)
-        tail = pending_tails.pop(client, None)
+        response, tail = handover.response, handover.tail
         if not self.response and status is not None:
-            response = response or generic(status, event.message)
+            response = response or handover.generic(status, event.message)
             # We close the connection next: say so, or a keep-alive client may already have
             # sent its next request into a socket that is about to be reset.
             response.headers["Connection"] = "close"
@@ -116,10 +126,3 @@ def _is_plain_chunked(response: http.Response) -> bool:
     return ("chunked" in response.headers.get("transfer-encoding", "").lower()
             and response.headers.get("content-encoding", "identity").lower() == "identity")
 
-
-def sse_error_tail(route: str, body: dict) -> bytes:
-    """The terminal event a client should see when a stream breaks mid-way."""
-    data = json.dumps(body, separators=(",", ":"))
-    if route == "chat":  # chat streams carry errors as a data line and still end with [DONE]
-        return f"data: {data}\n\ndata: [DONE]\n\n".encode()
-    return f"event: error\ndata: {data}\n\n".encode()

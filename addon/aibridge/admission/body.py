@@ -12,7 +12,7 @@ from aibridge.intercept import (
     get_header,
     new_response_error,
 )
-from aibridge.providers.parsing import json_loads
+from aibridge.providers.jsonfields import json_loads
 
 
 def too_large(limit: int) -> ResponseError:

@@ -10,7 +10,6 @@ Modes per provider:
 
 from __future__ import annotations
 
-import functools
 import hmac
 from dataclasses import dataclass
 
@@ -54,7 +53,7 @@ def resolve_credential(provider: Provider, client_headers: Headers,
     mode = provider.credentials
     own = None  # a centralized provider never looks at the caller's own credential
     if mode != "centralized":
-        own = provider.family.client_credential(client_headers)
+        own = provider.api.client_credential(client_headers)
         if own is not None and _is_proxy_token(own[1], proxy_token):
             own = None  # the caller's proxy token is ours, never a provider credential to forward
     if mode == "auto" and own is not None:
@@ -63,12 +62,11 @@ def resolve_credential(provider: Provider, client_headers: Headers,
         if own is None:
             raise new_response_error(
                 f"no credential: provider {provider.name!r} needs your own API key "
-                f"(send it in the {provider.family.auth_header} header)",
+                f"(send it in the {provider.api.credential.name} header)",
                 OPENAI_ERR_TYPE_AUTHENTICATION, "missing_api_key", 401)
-        header, secret = own
-        value = f"Bearer {secret}" if header == "Authorization" else secret
-        return UpstreamCredential(new_credential_info(CredentialKind.BYOK, secret, header),
-                                  header, value)
+        slot, secret = own
+        return UpstreamCredential(new_credential_info(CredentialKind.BYOK, secret, slot.name),
+                                  slot.name, slot.value(secret))
     if provider.pool is None:
         raise new_response_error(
             f"no credential: provider {provider.name!r} has no central keys and the request "
@@ -79,15 +77,10 @@ def resolve_credential(provider: Provider, client_headers: Headers,
         error = response_error_from_key_pool(e)
         assert isinstance(error, ResponseError)
         raise error from e  # the cause tells callers how the pool was exhausted
-    header = provider.family.auth_header
-    return UpstreamCredential(_central_info(key.secret, header), header,
-                              provider.family.auth_value(key.secret), key, attempt)
-
-
-@functools.lru_cache(maxsize=256)
-def _central_info(secret: str, header: str) -> CredentialInfo:
-    """A pool key's info (immutable) is the same for every request that uses it."""
-    return new_credential_info(CredentialKind.CENTRALIZED, secret, header)
+    slot = provider.api.credential
+    # A pool key's masked info is made once, with the key: no secret-keyed cache outlives it.
+    return UpstreamCredential(key.info(slot.name), slot.name, slot.value(key.secret), key,
+                              attempt)
 
 
 def _is_proxy_token(secret: str, proxy_token: bytes | None) -> bool:

@@ -32,8 +32,6 @@ _POOL_KINDS = {"rate_limited": RATE_LIMITED, "auth_failed": UNAUTHORIZED}
 _STATUSES = {400: BAD_REQUEST, 404: BAD_REQUEST, 413: BAD_REQUEST, 422: BAD_REQUEST,
              401: UNAUTHORIZED, 403: UNAUTHORIZED, 429: RATE_LIMITED,
              408: TIMEOUT, 504: TIMEOUT}
-# Each provider signals overload with its own status; the other one's is a plain server error.
-_OVERLOAD_STATUS = {"anthropic": 529, "openai": 503}
 
 # Error `type`s in provider error envelopes (Anthropic, then OpenAI), for mid-stream errors.
 _UPSTREAM_TYPES = {
@@ -53,11 +51,12 @@ _UPSTREAM_TYPES = {
 }
 
 
-def error_type(*, status: int | None, provider_type: str, timed_out: bool = False,
+def error_type(*, status: int | None, overload_status: int | None, timed_out: bool = False,
                cancelled: bool = False, circuit_open: bool = False,
                key_pool_kind: str | None = None,
                upstream_error_type: str | None = None) -> str | None:
-    """The category, or None for a success (2xx/3xx and no other signal)."""
+    """The category, or None for a success (2xx/3xx and no other signal). `overload_status` is
+    the status the provider's API signals overload with (another API's is a server error)."""
     if timed_out:
         return TIMEOUT
     if cancelled:
@@ -70,7 +69,7 @@ def error_type(*, status: int | None, provider_type: str, timed_out: bool = Fals
     upstream = _UPSTREAM_TYPES.get(upstream_error_type) if upstream_error_type else None
     if upstream == OVERLOADED:
         return OVERLOADED
-    by_status = _by_status(status, provider_type.lower())
+    by_status = _by_status(status, overload_status)
     if by_status is not None:
         return by_status
     if upstream_error_type:
@@ -80,10 +79,10 @@ def error_type(*, status: int | None, provider_type: str, timed_out: bool = Fals
     return None
 
 
-def _by_status(status: int | None, provider_type: str) -> str | None:
+def _by_status(status: int | None, overload_status: int | None) -> str | None:
     if status is None:
         return None
-    if status == _OVERLOAD_STATUS.get(provider_type):
+    if status == overload_status:
         return OVERLOADED
     if status in _STATUSES:
         return _STATUSES[status]

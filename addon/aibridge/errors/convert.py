@@ -26,8 +26,9 @@ from aibridge.errors.envelope import (
     OPENAI_ERR_CODE_RATE_LIMIT,
     OPENAI_ERR_CODE_SERVER,
     OPENAI_ERR_TYPE_API,
+    OPENAI_ERRORS,
+    ErrorShape,
     ResponseError,
-    status_error_type,
 )
 
 ERROR_FORMAT_NATIVE = "native"
@@ -58,7 +59,7 @@ _SPACE = re.compile(r"\s+")
 
 def convert_error(
     provider_name: str,
-    provider_type: str,
+    shape: ErrorShape,
     status: int,
     headers: Mapping[str, str],
     body: bytes,
@@ -72,7 +73,6 @@ def convert_error(
     """
     if status < 400:
         return None
-    anthropic = provider_type == "anthropic"
     doc = _parse_json(body)
     # Some OpenAI-compatible gateways wrap the error in a one-element array, which no SDK reads:
     # unwrap it for its fields, and always convert.
@@ -82,9 +82,9 @@ def convert_error(
     if (inner := _error_object(doc)) is not None:
         if error_format != ERROR_FORMAT_OPENAI and not wrapped:
             return None
-        return _dump(_normalised(provider_name, status, inner, anthropic))
-    err = synthesised_error(provider_name, status, headers, body, doc, anthropic=anthropic)
-    return _dump(err.body(anthropic=anthropic))
+        return _dump(_normalised(provider_name, status, inner, shape))
+    err = synthesised_error(provider_name, status, headers, body, doc, shape=shape)
+    return _dump(err.body(shape))
 
 
 def synthesised_error(
@@ -94,13 +94,14 @@ def synthesised_error(
     body: bytes,
     doc: object = None,
     *,
-    anthropic: bool = False,
+    shape: ErrorShape = OPENAI_ERRORS,
 ) -> ResponseError:
     """The envelope for a body that is not a provider error object (`doc`: the parsed JSON)."""
     message = f"{provider_name} returned HTTP {status}"
     if snippet := _snippet(headers, body, doc):
         message = f"{message}: {snippet}"
-    return ResponseError(message, _type_for(status, anthropic), _code_for(status), status=status)
+    return ResponseError(message, _type_for(status, shape), _code_for(status),
+                         status=status)
 
 
 def converted_response_headers(original: http.Headers) -> http.Headers:
@@ -120,22 +121,22 @@ def converted_response_headers(original: http.Headers) -> http.Headers:
 
 
 def _normalised(
-    provider_name: str, status: int, err: Mapping[str, Any], anthropic: bool
+    provider_name: str, status: int, err: Mapping[str, Any], shape: ErrorShape
 ) -> dict[str, Any]:
     return ResponseError(
         message=_text(err.get("message")) or f"{provider_name} returned HTTP {status}",
-        type=_text(err.get("type")) or _type_for(status, anthropic),
+        type=_text(err.get("type")) or _type_for(status, shape),
         code=_text(err.get("code")),  # Anthropic errors have none: null
         param=_text(err.get("param")),
         status=status,
-    ).body(anthropic=anthropic)
+    ).body(shape)
 
 
-def _type_for(status: int, anthropic: bool) -> str:
+def _type_for(status: int, shape: ErrorShape) -> str:
     # 529 is Anthropic's "overloaded"; from anyone else it is just a server error.
-    if status == 529 and not anthropic:
+    if status == 529 and shape.overload_status != 529:
         return OPENAI_ERR_TYPE_API
-    return status_error_type(status, anthropic=anthropic)
+    return shape.type_for_status(status)
 
 
 def _code_for(status: int) -> str | None:

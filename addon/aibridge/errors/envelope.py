@@ -1,9 +1,10 @@
-"""Bridge-made JSON errors that the official SDKs parse (reference §6.1, §6.2, §6.4).
+"""Bridge-made JSON errors that the official SDKs parse (docs/behaviour.md, "Errors").
 
-The envelope is the OpenAI one, `{"error": {"code", "message", "param", "type"}}` with JSON null
-for absent fields. On Anthropic routes a top-level `"type": "error"` is added: the result is exactly
-what the Anthropic SDK and Claude Code read, and still what the OpenAI SDK reads (it only looks at
-`error`). The type names below are shared by both providers.
+`ResponseError` is what went wrong (message, type, code, status, back-off); an `ErrorShape` is how
+one provider API writes it on the wire. The default shape is the OpenAI envelope,
+`{"error": {"code", "message", "param", "type"}}` with JSON null for absent fields; each provider
+API module brings its own shape (Anthropic's adds a top-level `"type": "error"`). The type names
+below are shared by OpenAI and Anthropic.
 """
 
 from __future__ import annotations
@@ -16,12 +17,9 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from anthropic import APIStatusError as AnthropicStatusError
 from mitmproxy import http
-from openai import APIStatusError as OpenAIStatusError
-from openai.types.shared import ErrorObject
 
-from aibridge.keys.pool import KeyPoolError, PoolErrorKind
+from aibridge.model import KeyPoolError, PoolErrorKind
 
 OPENAI_ERR_TYPE_ERROR = "error"
 OPENAI_ERR_TYPE_API = "api_error"
@@ -44,17 +42,33 @@ _STATUS_TYPES = {
     429: OPENAI_ERR_TYPE_RATE_LIMIT,
     529: OPENAI_ERR_TYPE_OVERLOADED,
 }
-# The envelope keeps the fields both SDKs know; ErrorObject's newer extras are not ours to fill.
-_ENVELOPE_FIELDS = {"code", "message", "param", "type"}
 
 
-def status_error_type(status: int, *, anthropic: bool = False) -> str:
-    """The error type a provider uses for `status` when the upstream body names none."""
-    if anthropic and status == 413:
-        return ANTHROPIC_ERR_TYPE_REQUEST_TOO_LARGE
+def status_error_type(status: int) -> str:
+    """The error type OpenAI uses for `status` when the upstream body names none."""
     if status in _STATUS_TYPES:
         return _STATUS_TYPES[status]
     return OPENAI_ERR_TYPE_API if status >= 500 else OPENAI_ERR_TYPE_INVALID_REQUEST
+
+
+class ErrorShape:
+    """How one provider API writes an error: the OpenAI envelope, unless a subclass says
+    otherwise. Provider API modules own their shape; nothing else branches on the provider."""
+
+    name = "openai"
+    overload_status: int | None = 503  # the status the API signals overload with
+
+    def body(self, error: ResponseError) -> dict[str, Any]:
+        # Field for field what the OpenAI SDK's ErrorObject dumps (a unit test holds them equal).
+        return {"error": {"code": error.code, "message": error.message, "param": error.param,
+                          "type": error.type}}
+
+    def type_for_status(self, status: int) -> str:
+        """The error type for `status` when the upstream body names none."""
+        return status_error_type(status)
+
+
+OPENAI_ERRORS = ErrorShape()
 
 
 @dataclass(eq=False)  # identity equality and hashing, as for any other exception
@@ -74,19 +88,13 @@ class ResponseError(Exception):
     def __str__(self) -> str:
         return self.message
 
-    def body(self, *, anthropic: bool = False) -> dict[str, Any]:
-        # Built through the OpenAI SDK's own model so the shape cannot drift from what it parses.
-        error = ErrorObject(
-            message=self.message, type=self.type, code=self.code, param=self.param
-        ).model_dump(mode="json", include=_ENVELOPE_FIELDS)
-        if anthropic:
-            return {"type": "error", "error": error}
-        return {"error": error}
+    def body(self, shape: ErrorShape = OPENAI_ERRORS) -> dict[str, Any]:
+        return shape.body(self)
 
     def to_response(
         self,
+        shape: ErrorShape = OPENAI_ERRORS,
         *,
-        anthropic: bool = False,
         headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
     ) -> http.Response:
         """A JSON response; `Retry-After` is whole seconds rounded up, omitted unless positive.
@@ -102,7 +110,7 @@ class ResponseError(Exception):
             out.pop(name, None)
         for name, value in extra:
             out.insert(len(out.fields), name, value)
-        content = json.dumps(self.body(anthropic=anthropic), separators=(",", ":")).encode()
+        content = json.dumps(shape.body(self), separators=(",", ":")).encode()
         return http.Response.make(self.status, content, out)
 
 
@@ -167,14 +175,21 @@ def response_error_from_api_error(err: object) -> ResponseError | None:
     upstream answer and yields None. A body without an error object (HTML from a CDN, plain text)
     falls back to the SDK's message and the provider's type for the status.
     """
+    # Imported here: the SDKs cost about a second to import and only SDK callers need them.
+    from anthropic import APIStatusError as AnthropicStatusError
+    from openai import APIStatusError as OpenAIStatusError
+
+    from aibridge.errors.shapes import ANTHROPIC_ERRORS
+
     if not isinstance(err, OpenAIStatusError | AnthropicStatusError):
         return None
+    shape = ANTHROPIC_ERRORS if isinstance(err, AnthropicStatusError) else OPENAI_ERRORS
     obj = _error_object(err.body)
     status = err.status_code
     return ResponseError(
         message=_str_or_none(obj.get("message")) or err.message,
         type=_str_or_none(obj.get("type"))
-        or status_error_type(status, anthropic=isinstance(err, AnthropicStatusError)),
+        or shape.type_for_status(status),
         code=_str_or_none(obj.get("code")),
         param=_str_or_none(obj.get("param")),
         status=status,

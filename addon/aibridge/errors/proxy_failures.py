@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from mitmproxy import http
 
-from aibridge.intercept import (
+from aibridge.errors.envelope import (
     OPENAI_ERR_TYPE_API,
+    ErrorShape,
     ResponseError,
     new_response_error,
-    status_error_type,
 )
 
 CLIENT_GONE = ("Client disconnected", "client disconnected", "killed")
@@ -37,8 +37,8 @@ def interrupted(provider: str, reason: str) -> ResponseError:
                               OPENAI_ERR_TYPE_API, "stream_interrupted", 502)
 
 
-def generic(status: int, message: str) -> http.Response:
-    """Any other error mitmproxy itself answers with: JSON that both SDKs parse."""
-    error = new_response_error(f"proxy: {message}", status_error_type(status), "proxy_error",
-                               status)
-    return error.to_response(anthropic=True)
+def generic(status: int, message: str, shape: ErrorShape) -> http.Response:
+    """Any other error mitmproxy itself answers with on a provider connection, as JSON."""
+    error = new_response_error(f"proxy: {message}", shape.type_for_status(status),
+                               "proxy_error", status)
+    return error.to_response(shape)

@@ -2,7 +2,8 @@
 
 An actor is who is calling (resolved from the proxy credentials, never from request headers). Its
 id and metadata travel upstream as headers only when the bridge sets them; `headers.py` strips every
-client-sent header with this prefix so they cannot be spoofed (reference §3.4, §11.1).
+client-sent header with this prefix, whatever the provider's settings, so a client cannot claim
+another identity (docs/behaviour.md §3).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Which credential served an interception, described without the secret (reference §4.1, §4.3).
+"""Which credential served an interception, described without the secret (docs/behaviour.md §4).
 
 Only the masked hint and the length are kept, so a `CredentialInfo` can go into logs, records,
 traces and mitmproxy flow metadata without leaking a key.
@@ -9,12 +9,13 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-# Hint of a pooled credential before a key was selected; fits the reference's VARCHAR(15) column.
+# Hint of a pooled credential before a key was selected (docs/behaviour.md §4.3); at most 15
+# characters like every masked hint, so it fits the VARCHAR(15) hint column of Coder's schema.
 FAILOVER_KEY_HINT = "<failover key>"
 
 
 class CredentialKind(enum.StrEnum):
-    """Values match the reference database enum `credential_kind`."""
+    """Values match Coder's database enum `credential_kind`, so records map one to one."""
 
     CENTRALIZED = "centralized"
     BYOK = "byok"

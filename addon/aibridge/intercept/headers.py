@@ -1,4 +1,4 @@
-"""The upstream header set for bridged routes (reference §2.1, BuildUpstreamHeaders semantics).
+"""Upstream header set for bridged routes, BuildUpstreamHeaders semantics (docs/behaviour.md §2).
 
 The client's headers pass through verbatim (order, spelling, repeated values) except the groups
 below, which are either meaningless once the bridge acts as the client or must only ever come
@@ -35,7 +35,7 @@ PROXY_PATH = frozenset(
     {"x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-forwarded-port", "forwarded"}
 )
 PROXY_PATH_PREFIX = "x-forwarded-"
-# Correlation values go into the interception record, never upstream (reference §2.5).
+# Coder's Agent Firewall correlation headers: meant for its gateway, meaningless to a provider.
 AGENT_FIREWALL = frozenset(
     {"x-coder-agent-firewall-session-id", "x-coder-agent-firewall-sequence-number"}
 )
@@ -174,7 +174,7 @@ def get_header(headers: Headers, name: str, default: str | None = None) -> str |
 
 
 def parse_bearer(value: str | None) -> str | None:
-    """The token of `Authorization: Bearer <token>` (reference §4.2), else None.
+    """The token of `Authorization: Bearer <token>` (docs/behaviour.md §4.1), else None.
 
     Exactly two whitespace-separated fields are required: `Bearer`, `token` and `Bearer a b` yield
     no token.

@@ -1,4 +1,4 @@
-"""Circuit breakers per (provider, route, model) (reference §8, §10.4, §11 weakness 9).
+"""Circuit breakers per (provider, route, model) (departures from Coder: docs/behaviour.md §13).
 
 A breaker is closed (requests flow, failures are counted in a sliding window), open (requests are
 refused without touching the provider) or half-open (a few probe requests decide). Which outcomes

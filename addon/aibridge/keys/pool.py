@@ -1,8 +1,8 @@
-"""Centralized provider keys: an ordered pool per provider with failover (reference §5, §11).
+"""Centralized provider keys: an ordered pool per provider with failover (docs/behaviour.md §7).
 
 Each key is `valid`, `cooling` (rate-limited until a deadline) or `dead` (refused
-authentication). States are derived lazily from the clock, never by timers. Unlike the
-reference, a dead key is not dead until restart: once `dead_retry_after` has passed, one request
+authentication). States are derived lazily from the clock, never by timers. Unlike Coder's
+AI Bridge, a dead key is not dead until restart: once `dead_retry_after` has passed, one request
 at a time may use it as a probe; a 2xx brings it back, a 401/403 kills it for another interval.
 
 A request walks the pool with an `Attempt`: `next()` hands out usable keys it has not tried yet,
@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from aibridge.counters import Registry
+from aibridge.intercept import CredentialInfo, CredentialKind, mask_secret, new_credential_info
 from aibridge.keys.retry_delay import cooldown_after_429, quota_exhausted_for
+from aibridge.model import KeyPoolError, PoolErrorKind
 
 Strategy = Literal["priority", "round_robin"]
 STRATEGIES: tuple[Strategy, ...] = ("priority", "round_robin")
@@ -29,43 +31,10 @@ DEFAULT_DEAD_RETRY_AFTER = 600.0
 _FAIL_OVER = frozenset({401, 403, 429})
 
 
-class PoolErrorKind(enum.StrEnum):
-    RATE_LIMITED = "rate_limited"
-    AUTH_FAILED = "auth_failed"
-
-
 class KeyState(enum.StrEnum):
     VALID = "valid"
     COOLING = "cooling"
     DEAD = "dead"
-
-
-class KeyPoolError(Exception):
-    """No key can serve the request. Carries what the client needs to back off."""
-
-    def __init__(self, kind: PoolErrorKind, retry_after: float = 0.0) -> None:
-        self.kind = kind
-        self.retry_after = max(0.0, retry_after)
-        super().__init__(self.message)
-
-    @property
-    def message(self) -> str:
-        if self.kind is PoolErrorKind.RATE_LIMITED:
-            # Whole seconds, rounded up: the same figure as the Retry-After header.
-            delay = format_duration(math.ceil(self.retry_after))
-            return f"all configured keys are rate-limited (retry after {delay})"
-        return "all configured keys failed authentication"
-
-
-def format_duration(seconds: float) -> str:
-    """Go `time.Duration` style (`3s`, `1.5s`, `1m0s`), the wording clients already match on."""
-    millis = round(seconds * 1000)  # round first, so 59.9996 s is 1m0s and never "60s"
-    minutes, millis = divmod(millis, 60_000)
-    secs = f"{millis / 1000:.3f}".rstrip("0").rstrip(".") + "s"
-    if not minutes:
-        return secs
-    hours, minutes = divmod(minutes, 60)
-    return (f"{hours}h" if hours else "") + f"{minutes}m{secs}"
 
 
 @dataclass(frozen=True)
@@ -75,6 +44,15 @@ class Key:
 
     def __repr__(self) -> str:  # never print the secret, even by accident
         return f"Key(index={self.index})"
+
+    def info(self, header: str) -> CredentialInfo:
+        """The key's masked info, made once per header name and kept with the key."""
+        infos = self.__dict__.setdefault("_infos", {})
+        info = infos.get(header)
+        if info is None:
+            info = infos[header] = new_credential_info(CredentialKind.CENTRALIZED, self.secret,
+                                                       header)
+        return info
 
 
 @dataclass
@@ -104,7 +82,7 @@ class KeyPool:
         clock: Callable[[], float] = time.monotonic,
         wallclock: Callable[[], float] = time.time,
     ) -> None:
-        """`dead_retry_after` may be `math.inf` for the reference's dead-until-restart keys.
+        """`dead_retry_after` may be `math.inf` for keys that stay dead until restart (Coder's way).
         `clock` orders state changes (monotonic); `wallclock` dates provider reset headers."""
         if not secrets:
             raise ValueError(f"provider {provider!r}: no keys provided")
@@ -185,7 +163,7 @@ class KeyPool:
 
     def _exhausted(self, now: float) -> KeyPoolError:
         states = [h.state(now) for h in self._health]
-        if KeyState.VALID in states:  # freed while this walk ran (reference §5.5): retry now
+        if KeyState.VALID in states:  # freed while this walk ran: a retry now will find it
             return KeyPoolError(PoolErrorKind.RATE_LIMITED, 0.0)
         cooling = [h.cooling_until - now for h, s in zip(self._health, states, strict=True)
                    if s is KeyState.COOLING]
@@ -255,8 +233,6 @@ class KeyPool:
 
     def snapshot(self) -> list[dict[str, object]]:
         """Per key: index, masked hint, state and seconds until usable. Never the secret."""
-        from aibridge.intercept import mask_secret  # intercept imports this module
-
         with self._lock:
             now = self._clock()
             rows = []

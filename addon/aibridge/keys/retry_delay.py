@@ -1,4 +1,4 @@
-"""How long a provider key should rest, read from the upstream response headers (reference §11.2).
+"""How long a provider key should rest, from the upstream response headers (docs/behaviour.md §6.3).
 
 Pure functions. `headers` is any mapping with `.items()` (mitmproxy `http.Headers`, httpx headers
 or a plain dict); names are matched case-insensitively here so a plain dict works too. `now` is
@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from mitmproxy.http import Headers
+
+from aibridge.errors.envelope import parse_retry_after
 
 DEFAULT_COOLDOWN = 60.0
 MIN_COOLDOWN = 1.0
@@ -107,9 +109,6 @@ def cooldown_after_429(headers: Mapping[str, str], now: float, *, default: float
                        minimum: float = MIN_COOLDOWN, maximum: float = MAX_COOLDOWN) -> float:
     """How long a key rests after a 429: the explicit retry hint, else the reset headers, else
     `default`; always clamped to `minimum` … `maximum`."""
-    # Imported here: intercept.errors imports keypool, which imports this module.
-    from aibridge.errors.envelope import parse_retry_after
-
     delay = parse_retry_after(headers, now=datetime.fromtimestamp(now, UTC))
     if delay <= 0:
         delay = reset_delay(headers, now) or default

@@ -1,10 +1,10 @@
-"""Which coding tool sent a request, and its session id (reference §7.9).
+"""Which coding tool sent a request, and its session id (docs/behaviour.md §11).
 
 Pure functions over the request headers and the decoded JSON body. `headers` is any
 case-insensitive mapping with `.get(name)` (mitmproxy `http.Headers`). The result is recorded on
 the interception and used as the `client` metric label, so names are a closed vocabulary.
 
-Beyond the reference:
+Beyond Coder's AI Bridge rules:
 - `X-Claude-Code-Session-Id` alone means Claude Code: recent versions send probe requests with
   random User-Agents (anthropics/claude-code #80191), and no other tool sends that header.
 - The official SDKs and curl are named when no tool matched, so ad-hoc scripts are not lumped
@@ -49,7 +49,7 @@ UNKNOWN = "Unknown"
 CLAUDE_CODE_SESSION_HEADER = "x-claude-code-session-id"
 
 # (lower-cased User-Agent prefixes, `originator` header value or None, client), first match wins.
-# The order is the reference's: it matters only where prefixes overlap, e.g. "claude" is broad.
+# The order is Coder's: it matters only where prefixes overlap, e.g. "claude" is broad.
 _UA_RULES: tuple[tuple[tuple[str, ...], str | None, str], ...] = (
     (("xum/", "mux/"), None, XUM),
     (("claude",), None, CLAUDE_CODE),
@@ -62,11 +62,11 @@ _UA_RULES: tuple[tuple[tuple[str, ...], str | None, str], ...] = (
     (("coder-agents/",), None, CODER_AGENTS),
     (("charm crush/", "charm-crush/"), None, CHARM_CRUSH),
 )
-# Checked after Cursor's header, as in the reference.
+# Checked after Cursor's header, as Coder does.
 _LATE_UA_RULES: tuple[tuple[tuple[str, ...], str], ...] = (
     (("opencode/",), OPENCODE),
     (("junie:",), JUNIE),
-    # Not in the reference: only when nothing more specific matched.
+    # Not in Coder's rules: only when nothing more specific matched.
     (("openai/python", "openai/js"), OPENAI_SDK),
     (("anthropic/python", "anthropic/js"), ANTHROPIC_SDK),
     (("curl/",), CURL),

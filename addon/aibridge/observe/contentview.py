@@ -20,26 +20,16 @@ import logging
 from mitmproxy import contentviews
 
 from aibridge.observe.flowview import KEY
-from aibridge.providers.parsing import ROUTES, StreamAccumulator
-from aibridge.streaming.sse import SSEEvent, SSEParser
+from aibridge.providers.base import WireApi
+from aibridge.providers.catalog import WIRE_APIS, wire_api
+from aibridge.sse import SSEEvent, SSEParser
 
 log = logging.getLogger(__name__)
 
-ROUTE_NAMES = {
-    "messages": "Anthropic Messages",
-    "chat": "OpenAI Chat Completions",
-    "responses": "OpenAI Responses",
-}
 MAX_EVENT_LINES = 2000  # one line per event up to this many; the rest are counted
 MAX_DATA = 160  # characters of an event's data shown on its line
 MAX_ARGUMENTS = 4000  # characters of a tool call's arguments shown in the summary
 SNIFF_EVENTS = 50  # events looked at to guess the route of a flow the bridge did not handle
-
-_ANTHROPIC_TYPES = frozenset({
-    "message_start", "message_delta", "message_stop", "content_block_start",
-    "content_block_delta", "content_block_stop", "ping",
-})
-
 
 class SSEContentview(contentviews.Contentview):
     """mitmproxy 12 contentview; its name is "SSE" (`.../content/sse.json` in mitmweb's API)."""
@@ -48,7 +38,7 @@ class SSEContentview(contentviews.Contentview):
 
     def prettify(self, data: bytes, metadata: contentviews.Metadata) -> str:
         try:
-            return render(data, _flow_route(metadata))
+            return render(data, _flow_api(metadata))
         except Exception:  # never fail a view on a hostile body: show it as it is
             log.debug("SSE contentview failed; showing raw text", exc_info=True)
             return _raw(data)
@@ -74,21 +64,21 @@ def register() -> None:
 # --- rendering ---------------------------------------------------------------------------
 
 
-def render(data: bytes, route: str | None = None) -> str:
-    """The view's text for a whole SSE body; `route` None means "sniff it from the events"."""
+def render(data: bytes, api: WireApi | None = None) -> str:
+    """The view's text for a whole SSE body; `api` None means "sniff it from the events"."""
     parser = SSEParser()
     events = parser.feed(data) + parser.flush()
     if not events:
         return _raw(data)
     source = "flow"
-    if route not in ROUTES:
-        route, source = sniff(events), "sniffed"
+    if api is None:
+        api, source = sniff(events), "sniffed"
     lines = [f"# SSE · {len(events)} events"
-             + (f" · {ROUTE_NAMES[route]} ({source})" if route else "")]
+             + (f" · {api.title} ({source})" if api else "")]
     if parser.overflowed:
         lines.append("# an over-long line was dropped")
-    if route:
-        lines += _summary(route, events)
+    if api:
+        lines += _summary(api, events)
     lines.append("events:")
     for event in events[:MAX_EVENT_LINES]:
         lines.append(f"  {event.event or 'message'}: {_short(_compact(event))}")
@@ -97,34 +87,23 @@ def render(data: bytes, route: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def sniff(events: list[SSEEvent]) -> str | None:
-    """The route an event stream looks like, from its event names and JSON `type`s."""
-    chat_hint = False
+def sniff(events: list[SSEEvent]) -> WireApi | None:
+    """The wire format an event stream looks like: the first API sure of an event, else the
+    first one with a hint."""
+    hinted: WireApi | None = None
     for event in events[:SNIFF_EVENTS]:
-        name = event.event or ""
-        if name in _ANTHROPIC_TYPES:
-            return "messages"
-        if name.startswith("response."):
-            return "responses"
-        if event.data == "[DONE]":
-            chat_hint = True
-            continue
-        obj = _json(event.data)
-        if not isinstance(obj, dict):
-            continue
-        kind = obj.get("type")
-        if isinstance(kind, str):
-            if kind in _ANTHROPIC_TYPES:
-                return "messages"
-            if kind.startswith("response."):
-                return "responses"
-        if obj.get("object") == "chat.completion.chunk" or isinstance(obj.get("choices"), list):
-            return "chat"
-    return "chat" if chat_hint else None
+        obj = None if event.data == "[DONE]" else _json(event.data)
+        for api in WIRE_APIS.values():
+            verdict = api.recognises(event.event, obj, event.data)
+            if verdict >= 2:
+                return api
+            if verdict == 1 and hinted is None:
+                hinted = api
+    return hinted
 
 
-def _summary(route: str, events: list[SSEEvent]) -> list[str]:
-    acc = StreamAccumulator(route)
+def _summary(api: WireApi, events: list[SSEEvent]) -> list[str]:
+    acc = api.accumulator()
     for event in events:
         acc.feed(event)
     s = acc.summary
@@ -154,7 +133,7 @@ def _summary(route: str, events: list[SSEEvent]) -> list[str]:
     lines.append(f"completed: {'true' if s.completed else 'false'}")
     if acc.bad_events:
         lines.append(f"not_json_events: {acc.bad_events}")
-    texts = _TEXT[route](events)
+    texts = api.assembled_text(events)
     if thinking := texts.get("thinking"):
         lines += _block("thinking", thinking)
     lines += _block("text", texts.get("text", ""))
@@ -163,96 +142,7 @@ def _summary(route: str, events: list[SSEEvent]) -> list[str]:
     return lines
 
 
-# --- assembled text per route ----------------------------------------------------------------
-# StreamAccumulator only counts text (it runs on every streamed token); the view assembles it.
-
-
-def _messages_text(events: list[SSEEvent]) -> dict[str, str]:
-    blocks: dict[tuple[str, int], list[str]] = {}
-    for event in events:
-        obj = _json(event.data)
-        if not isinstance(obj, dict) or (obj.get("type") or event.event) != "content_block_delta":
-            continue
-        delta = obj.get("delta")
-        if not isinstance(delta, dict):
-            continue
-        index = _int(obj.get("index"))
-        kind = delta.get("type")
-        if kind == "text_delta" and isinstance(text := delta.get("text"), str):
-            blocks.setdefault(("text", index), []).append(text)
-        elif kind == "thinking_delta" and isinstance(text := delta.get("thinking"), str):
-            blocks.setdefault(("thinking", index), []).append(text)
-    return _join(blocks)
-
-
-def _chat_text(events: list[SSEEvent]) -> dict[str, str]:
-    blocks: dict[tuple[str, int], list[str]] = {}
-    for event in events:
-        obj = _json(event.data)
-        choices = obj.get("choices") if isinstance(obj, dict) else None
-        if not isinstance(choices, list):
-            continue
-        for choice in choices:
-            delta = choice.get("delta") if isinstance(choice, dict) else None
-            if not isinstance(delta, dict):
-                continue
-            index = _int(choice.get("index"))
-            for key, label in (("content", "text"), ("reasoning_content", "thinking"),
-                               ("reasoning", "thinking"), ("refusal", "refusal")):
-                if isinstance(piece := delta.get(key), str) and piece:
-                    blocks.setdefault((label, index), []).append(piece)
-    return _join(blocks)
-
-
-_RESPONSES_DELTAS = {
-    "response.output_text.delta": "text",
-    "response.refusal.delta": "refusal",
-    "response.reasoning_summary_text.delta": "thinking",
-    "response.reasoning_text.delta": "thinking",
-}
-
-
-def _responses_text(events: list[SSEEvent]) -> dict[str, str]:
-    blocks: dict[tuple[str, int], list[str]] = {}
-    final: dict[tuple[str, int], list[str]] = {}
-    for event in events:
-        obj = _json(event.data)
-        if not isinstance(obj, dict):
-            continue
-        kind = obj.get("type")
-        kind = kind if isinstance(kind, str) and kind else event.event
-        if (label := _RESPONSES_DELTAS.get(kind or "")) and isinstance(
-            delta := obj.get("delta"), str
-        ):
-            index = _int(obj.get("output_index")) * 1000 + _int(obj.get("content_index"))
-            blocks.setdefault((label, index), []).append(delta)
-        elif kind in ("response.completed", "response.incomplete", "response.failed"):
-            response = obj.get("response")
-            output = response.get("output") if isinstance(response, dict) else None
-            for i, item in enumerate(output if isinstance(output, list) else []):
-                content = item.get("content") if isinstance(item, dict) else None
-                for j, part in enumerate(content if isinstance(content, list) else []):
-                    if (isinstance(part, dict) and part.get("type") == "output_text"
-                            and isinstance(text := part.get("text"), str)):
-                        final.setdefault(("text", i * 1000 + j), []).append(text)
-    # The final output is what the client got if the deltas were skipped (or never sent).
-    if not any(label == "text" for label, _ in blocks):
-        blocks.update(final)
-    return _join(blocks)
-
-
-_TEXT = {"messages": _messages_text, "chat": _chat_text, "responses": _responses_text}
-
-
 # --- helpers -------------------------------------------------------------------------------
-
-
-def _join(blocks: dict[tuple[str, int], list[str]]) -> dict[str, str]:
-    """Blocks of the same kind in index order, one per paragraph."""
-    out: dict[str, list[str]] = {}
-    for (label, _), pieces in sorted(blocks.items(), key=lambda kv: kv[0]):
-        out.setdefault(label, []).append("".join(pieces))
-    return {label: "\n".join(parts) for label, parts in out.items()}
 
 
 def _block(label: str, text: str) -> list[str]:
@@ -316,17 +206,13 @@ def _json(text: str) -> object:
         return None
 
 
-def _int(value: object) -> int:
-    return value if type(value) is int else 0
-
-
 def _raw(data: bytes) -> str:
     return data.decode("utf-8", "replace")
 
 
-def _flow_route(metadata: contentviews.Metadata) -> str | None:
+def _flow_api(metadata: contentviews.Metadata) -> WireApi | None:
     flow = getattr(metadata, "flow", None)
     meta = getattr(flow, "metadata", None)
     info = meta.get(KEY) if isinstance(meta, dict) else None
     route = info.get("route") if isinstance(info, dict) else None
-    return route if route in ROUTES else None
+    return wire_api(route)

@@ -4,17 +4,11 @@ metadata is saved with the flow."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-
 from mitmproxy import http
 
-from aibridge.errors.proxy_failures import is_client_cancel
 from aibridge.intercept import Actor, CredentialInfo, Interception, ResponseError
 from aibridge.observe.accesslog import access
 from aibridge.providers import Provider, RouteMatch
-from aibridge.providers.parsing import summarize_json
-from aibridge.streaming.tap import StreamTap
 from aibridge.summary import ResponseSummary
 from aibridge.textsafe import printable, storable, storable_tree
 
@@ -51,34 +45,31 @@ def rejected(flow: http.HTTPFlow, error: ResponseError) -> None:
         limit=2000))
 
 
-@dataclass(frozen=True)
-class Ending:
-    outcome: str  # completed | failed | cancelled | rejected
-    reason: str | None
-    summary: ResponseSummary | None
-
-
-def finish(flow: http.HTTPFlow, interception: Interception | None, tap: StreamTap | None,
-           route: str | None) -> Ending:
+def outcome(flow: http.HTTPFlow, outcome: str, reason: str | None) -> None:
+    """The outcome of a flow on a provider host that is not an interception (passthrough)."""
     meta = flow.metadata.get(KEY)
-    if meta is None or meta.get("outcome") == "rejected":
-        return Ending("rejected", None, None)
-    outcome, reason = _outcome(flow, tap)
+    if meta is None:
+        return
     meta["outcome"] = outcome
     if reason:
         meta["error"] = {"status": flow.response.status_code if flow.response else None,
                          "message": storable(reason)}
-    if interception is None:
-        return Ending(outcome, reason, None)
-    summary = _summary(flow, tap, route)
+
+
+def ended(flow: http.HTTPFlow, interception: Interception, summary: ResponseSummary | None,
+          outcome_: str, reason: str | None) -> None:
+    """An interception's end, as its viewers see it."""
+    outcome(flow, outcome_, reason)
+    meta = flow.metadata.get(KEY)
+    if meta is None:
+        return
     if summary is not None:
         meta["usage"] = storable_tree(summary.to_dict())
     actor = meta["actor"]["id"]
-    flow.comment = comment(actor, interception, summary, outcome, reason)
-    flow.marked = {"completed": "", "cancelled": ":grey_question:"}.get(outcome, ":x:")
+    flow.comment = comment(actor, interception, summary, outcome_, reason)
+    flow.marked = {"completed": "", "cancelled": ":grey_question:"}.get(outcome_, ":x:")
     status = flow.response.status_code if flow.response else "-"
-    log(actor, interception, status, summary, outcome, reason)
-    return Ending(outcome, reason, summary)
+    log(actor, interception, status, summary, outcome_, reason)
 
 
 def socket_interception(flow: http.HTTPFlow, interception: Interception,
@@ -118,35 +109,3 @@ def log(actor: str, interception: Interception, status: object,
         f"model={interception.model} stream={interception.streaming} status={status} "
         f"credential={cred.kind}:{cred.hint} {tokens} outcome={outcome}"
         + (f" reason={reason!r}" if reason else ""), limit=2000))
-
-
-def _outcome(flow: http.HTTPFlow, tap: StreamTap | None) -> tuple[str, str | None]:
-    if flow.error is not None:
-        if is_client_cancel(flow.error.msg):
-            if tap is not None and tap.summary.completed and not tap.summary.error:
-                # The OpenAI SDK hangs up at `data: [DONE]`, sometimes before the last
-                # (empty) chunk arrives: the client got everything.
-                return "completed", None
-            return "cancelled", flow.error.msg
-        return "failed", flow.error.msg
-    response = flow.response
-    if response is None:
-        return "failed", "no response"
-    if response.status_code >= 400:
-        return "failed", f"upstream status {response.status_code}"
-    if tap is not None and tap.summary.error:
-        return "failed", tap.summary.error
-    return "completed", None
-
-
-def _summary(flow: http.HTTPFlow, tap: StreamTap | None,
-             route: str | None) -> ResponseSummary | None:
-    if tap is not None:
-        return tap.summary
-    response = flow.response
-    if route is None or response is None or not 200 <= response.status_code < 300:
-        return None
-    try:
-        return summarize_json(route, json.loads(response.get_content(strict=False) or b""))
-    except ValueError:
-        return None

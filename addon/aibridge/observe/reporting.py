@@ -13,8 +13,9 @@ from typing import Protocol
 
 from aibridge.intercept import Interception
 from aibridge.observe.clients import ClientInfo
-from aibridge.observe.prompts import apply_privacy, last_user_prompt
+from aibridge.observe.prompts import apply_privacy
 from aibridge.observe.telemetry import Telemetry
+from aibridge.providers.base import WireApi
 from aibridge.recording.records import (
     InterceptionEnded,
     InterceptionStarted,
@@ -39,7 +40,7 @@ class Reporter:
         self.recorder, self.telemetry = recorder, telemetry
         self.prompts, self.prompt_limit = prompts, prompt_limit
 
-    def started(self, interception: Interception, *, route_kind: str, transport: str,
+    def started(self, interception: Interception, *, api: WireApi, transport: str,
                 client: ClientInfo, user_agent: str | None, body: object,
                 server: tuple[str, int]) -> None:
         cred = interception.credential
@@ -57,7 +58,7 @@ class Reporter:
         if self.telemetry is not None:
             self.telemetry.interception_started(record, *server)
         prompt, truncated = apply_privacy(
-            last_user_prompt(route_kind, body), self.prompts,
+            api.last_prompt(body), self.prompts,
             self.prompt_limit)
         if prompt:
             self._submit(PromptUsage(interception.id, None, prompt, truncated, time.time()))

@@ -1,7 +1,7 @@
 """OpenTelemetry for the bridge: one GenAI client span per interception, GenAI metrics, and the
 in-process counters (key pool, circuit breaker) as OTel instruments.
 
-Conventions (docs/user-needs-and-conventions.md §6):
+Conventions (the OpenTelemetry GenAI semantic conventions):
 - Span `chat {model}`, kind CLIENT, started at the interception's start and ended at its end; the
   `gen_ai.*` names are hard-coded here (the semconv package marks them deprecated-and-moved) and a
   unit test checks them against `opentelemetry.semconv._incubating`.
@@ -57,6 +57,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from aibridge.counters import Histogram as RegistryHistogram
 from aibridge.counters import Labels, Registry
+from aibridge.providers.catalog import PROVIDER_APIS
 from aibridge.recording.records import InterceptionEnded, InterceptionStarted, TokenUsage
 
 log = logging.getLogger(__name__)
@@ -163,7 +164,7 @@ class _Live:
     span: Span
     started_at: float
     streaming: bool
-    anthropic: bool
+    input_excludes_cache: bool
     metric_attrs: dict[str, str | int]
     usage_seen: bool = False
     input_tokens: int = 0  # per the convention (Anthropic: cache included)
@@ -299,7 +300,7 @@ class Telemetry:
             _end_incomplete(previous)
         self._live[rec.id] = _Live(span=span, started_at=rec.started_at,
                                    streaming=rec.streaming,
-                                   anthropic=provider_name == "anthropic",
+                                   input_excludes_cache=_input_excludes_cache(provider_name),
                                    metric_attrs=metric_attrs)
 
     @_guarded
@@ -330,7 +331,7 @@ class Telemetry:
             return
         live.usage_seen = True
         input_tokens = rec.input_tokens
-        if live.anthropic:
+        if live.input_excludes_cache:
             input_tokens += rec.cache_read_tokens + rec.cache_write_tokens
         live.input_tokens += input_tokens
         live.output_tokens += rec.output_tokens
@@ -544,3 +545,9 @@ def _otlp_exporters(endpoint: str | None) -> tuple[Any, Any]:
         return (OTLPSpanExporter(endpoint=f"{base}/v1/traces"),
                 OTLPMetricExporter(endpoint=f"{base}/v1/metrics"))
     return OTLPSpanExporter(), OTLPMetricExporter()
+
+
+def _input_excludes_cache(provider_type: str) -> bool:
+    """OTel's input tokens include cached ones; APIs that report them apart get them added."""
+    api = PROVIDER_APIS.get(provider_type)
+    return api is not None and not api.input_includes_cache

@@ -1,6 +1,6 @@
-"""Provider families, the registry of configured providers, and request/response parsing."""
+"""Provider APIs (one module per wire format, behind `base.WireApi` / `base.ProviderApi`) and the
+registry of configured providers."""
 
-from aibridge.providers.families import ANTHROPIC, OPENAI, Family
 from aibridge.providers.registry import (
     BRIDGED,
     PASSTHROUGH,
@@ -14,13 +14,10 @@ from aibridge.providers.registry import (
 )
 
 __all__ = [
-    "ANTHROPIC",
     "BRIDGED",
-    "OPENAI",
     "PASSTHROUGH",
     "UNKNOWN",
     "UNTOUCHED",
-    "Family",
     "Provider",
     "ProviderRegistry",
     "RouteMatch",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,7 +17,8 @@ from aibridge.config import (
 )
 from aibridge.counters import Registry
 from aibridge.keys.pool import KeyPool
-from aibridge.providers.families import FAMILIES, Family
+from aibridge.providers.base import NO_PARAMS, ProviderApi, WireApi
+from aibridge.providers.catalog import PROVIDER_APIS
 
 BRIDGED = "bridged"
 PASSTHROUGH = "passthrough"  # forwarded with the credential and header handling
@@ -50,23 +50,24 @@ class Upstream:
 
 @dataclass(frozen=True)
 class RouteMatch:
-    kind: str  # BRIDGED, PASSTHROUGH or UNKNOWN
-    route: str | None = None  # "chat" | "responses" | "messages" for bridged routes
+    kind: str  # BRIDGED, PASSTHROUGH, UNTOUCHED or UNKNOWN
+    api: WireApi | None = None  # the wire format of a bridged route
+    params: Mapping[str, str] = NO_PARAMS  # what the path says (e.g. a model)
+
+    @property
+    def route(self) -> str | None:
+        """The route kind recorded for a bridged route ("chat", "messages", ...)."""
+        return self.api.name if self.api is not None else None
 
 
 # RouteMatch is immutable: one instance per outcome serves every request.
 _MATCHES = {kind: RouteMatch(kind) for kind in (PASSTHROUGH, UNTOUCHED, UNKNOWN)}
 
 
-@functools.lru_cache(maxsize=64)
-def _bridged_match(route: str) -> RouteMatch:
-    return RouteMatch(BRIDGED, route)
-
-
 @dataclass(frozen=True)
 class Provider:
     name: str
-    family: Family
+    api: ProviderApi
     hosts: tuple[str, ...]
     upstream: Upstream
     base_path: str
@@ -80,28 +81,27 @@ class Provider:
 
     @property
     def type(self) -> str:
-        return self.family.type
+        return self.api.type
 
     def match(self, method: str, path: str) -> RouteMatch:
         """Classify a request path (query ignored) on this provider's host."""
         bare = path.split("?", 1)[0]
-        if method == "POST" and bare.startswith(self.base_path):
-            route = self.family.bridged.get(bare[len(self.base_path):])
-            if route:
-                return _bridged_match(route)
+        if bare.startswith(self.base_path):
+            bridged = self.api.bridged(method, bare[len(self.base_path):])
+            if bridged is not None:
+                return RouteMatch(BRIDGED, *bridged)
         if bare.startswith(tuple(self.passthrough)):
             return _MATCHES[PASSTHROUGH]
         if bare.startswith(tuple(self.untouched)):
             return _MATCHES[UNTOUCHED]
         return _MATCHES[UNKNOWN]
 
-    def websocket_route(self, path: str) -> str | None:
-        """The bridged route a WebSocket handshake on `path` opens (Responses over WebSocket)."""
+    def websocket_api(self, path: str) -> WireApi | None:
+        """The wire format a WebSocket handshake on `path` opens (Responses over WebSocket)."""
         bare = path.split("?", 1)[0]
         if not bare.startswith(self.base_path):
             return None
-        route = self.family.bridged.get(bare[len(self.base_path):])
-        return route if route == "responses" else None
+        return self.api.websocket_api(bare[len(self.base_path):])
 
 
 @dataclass(frozen=True)
@@ -152,16 +152,16 @@ def build_registry(config: BridgeConfig, base_dir: Path,
 
 def _build_provider(name: str, pc: ProviderConfig, base_dir: Path, env: Mapping[str, str],
                     resilience: ResilienceConfig, counters: Registry) -> Provider:
-    family = FAMILIES[pc.type or name]
+    api = PROVIDER_APIS[pc.type or name]
     hosts = tuple(pc.hosts or ())
     if not hosts:
         raise ConfigError(f"provider {name!r} needs hosts = [...]")
     upstream = Upstream.parse(pc.upstream or f"https://{hosts[0]}")
-    base_path = pc.base_path if pc.base_path is not None else family.base_path
+    base_path = pc.base_path if pc.base_path is not None else api.base_path
     if pc.passthrough is not None:
         passthrough = tuple(pc.passthrough)
     else:
-        passthrough = tuple(base_path + p for p in family.passthrough) + family.extra_passthrough
+        passthrough = tuple(base_path + p for p in api.passthrough) + api.extra_passthrough
     untouched = tuple(pc.untouched or ())
     keys = _load_keys(name, pc, base_dir, env)
     try:
@@ -174,7 +174,7 @@ def _build_provider(name: str, pc: ProviderConfig, base_dir: Path, env: Mapping[
     if credentials == "centralized" and pool is None:
         raise ConfigError(f"provider {name!r}: credentials = \"centralized\" but no keys; set "
                           f"{_keys_env(name, pc)} (comma-separated) or keys_file")
-    return Provider(name=name, family=family, hosts=hosts, upstream=upstream, base_path=base_path,
+    return Provider(name=name, api=api, hosts=hosts, upstream=upstream, base_path=base_path,
                     passthrough=passthrough, untouched=untouched, credentials=credentials,
                     pool=pool,
                     send_actor_headers=pc.send_actor_headers, workspace_id=pc.workspace_id,

@@ -1,4 +1,4 @@
-"""What the bridge records (reference §7.10), as plain immutable data.
+"""What the bridge records (docs/behaviour.md §12), as plain immutable data.
 
 The addon builds these; the store writes them (SQLite or PostgreSQL) and telemetry turns them
 into spans and metrics. No field ever holds a secret: credentials appear as masked hints.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-ERROR_MESSAGE_LIMIT = 1024  # bytes of UTF-8, reference §6.7
+ERROR_MESSAGE_LIMIT = 1024  # bytes of UTF-8, as Coder stores it (docs/behaviour.md §8)
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class InterceptionStarted:
     model: str
     streaming: bool
     transport: str  # http | websocket
-    client: str  # guessed from headers (reference §7.9), e.g. "Claude Code"
+    client: str  # guessed from headers (docs/behaviour.md §11), e.g. "Claude Code"
     client_session_id: str | None
     user_agent: str | None
     credential_kind: str  # centralized | byok
@@ -38,7 +38,7 @@ class InterceptionEnded:
     ended_at: float
     outcome: str  # completed | failed | cancelled | rejected
     status: int | None  # HTTP status the client got (None: no response)
-    error_type: str | None  # reference §6.7: bad_request, unauthorized, rate_limited, ...
+    error_type: str | None  # docs/behaviour.md §8: bad_request, unauthorized, rate_limited, ...
     error_message: str | None  # at most ERROR_MESSAGE_LIMIT bytes
     credential_hint: str  # of the last key tried
     credential_length: int

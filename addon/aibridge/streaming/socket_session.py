@@ -14,9 +14,11 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from aibridge.intercept import Actor, CredentialInfo, Interception
+from aibridge.keys.circuit import Admission
 from aibridge.observe.clients import ClientInfo
-from aibridge.providers.parsing import StreamAccumulator, parse_request
-from aibridge.streaming.sse import SSEEvent
+from aibridge.providers.base import WireApi
+from aibridge.providers.stream import StreamAccumulator
+from aibridge.sse import SSEEvent
 from aibridge.summary import ResponseSummary
 from aibridge.textsafe import storable
 
@@ -30,24 +32,29 @@ class Finished:
     outcome: str  # completed | failed
     reason: str | None
     time_to_first_token: float | None
+    circuit: Admission | None = None  # the circuit breaker slot the response held
 
 
 @dataclass
 class _Open:
     interception: Interception
-    accumulator: StreamAccumulator = field(default_factory=lambda: StreamAccumulator("responses"))
+    accumulator: StreamAccumulator
     started_mono: float = field(default_factory=time.monotonic)
+    circuit: Admission | None = None
 
     def finished(self, outcome: str, reason: str | None) -> Finished:
         first = self.accumulator.first_token_at
         ttft = max(0.0, first - self.started_mono) if first is not None else None
-        return Finished(self.interception, self.accumulator.summary, outcome, reason, ttft)
+        return Finished(self.interception, self.accumulator.summary, outcome, reason, ttft,
+                        self.circuit)
 
 
 class SocketSession:
-    def __init__(self, provider: str, provider_type: str, route_path: str, actor: Actor,
+    def __init__(self, api: WireApi, provider: str, provider_type: str, route_path: str,
+                 actor: Actor,
                  credential: CredentialInfo, client: ClientInfo, user_agent: str | None,
                  server: tuple[str, int]) -> None:
+        self.api = api
         self.provider, self.provider_type, self.route_path = provider, provider_type, route_path
         self.actor, self.credential = actor, credential
         self.client, self.user_agent, self.server = client, user_agent, server
@@ -64,15 +71,25 @@ class SocketSession:
         # The create event carries the POST /v1/responses fields, at the top or under
         # "response" depending on the client.
         body = frame.get("response") if isinstance(frame.get("response"), dict) else frame
-        info = parse_request("responses", body)
+        info = self.api.request_info(body)
         interception = Interception(
             provider=self.provider, provider_type=self.provider_type, route=self.route_path,
             model=storable(info.model), streaming=True, actor=self.actor,
             credential=self.credential,
             correlating_tool_call_id=(storable(info.correlating_tool_call_id)
                                       if info.correlating_tool_call_id else None))
-        self._open.append(_Open(interception))
+        self._open.append(_Open(interception, self.api.accumulator()))
         return interception, body
+
+    def admitted(self, interception: Interception, circuit: Admission | None) -> None:
+        """The admission pipeline let the response through, holding `circuit`."""
+        for entry in self._open:
+            if entry.interception is interception:
+                entry.circuit = circuit
+
+    def discard(self, interception: Interception) -> None:
+        """The response was refused before it reached the provider: no frames will answer it."""
+        self._open = deque(o for o in self._open if o.interception is not interception)
 
     def server_frame(self, text: str) -> Finished | None:
         """A frame from the provider; returns the interception it finished, if any."""

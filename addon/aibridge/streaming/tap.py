@@ -12,8 +12,8 @@ import logging
 import time
 from collections.abc import Callable
 
-from aibridge.providers.parsing import StreamAccumulator
-from aibridge.streaming.sse import BodyDecoder, SSEParser
+from aibridge.providers.base import WireApi
+from aibridge.sse import BodyDecoder, SSEParser
 from aibridge.summary import ResponseSummary
 
 log = logging.getLogger(__name__)
@@ -22,13 +22,12 @@ log = logging.getLogger(__name__)
 class StreamTap:
     def __init__(
         self,
-        route: str,
+        api: WireApi,
         content_encoding: str | None,
         *,
         on_first_chunk: Callable[[], None] | None = None,
     ) -> None:
-        # An unknown route is the caller's bug and raises here, before the stream starts.
-        self._accumulator = StreamAccumulator(route)
+        self._accumulator = api.accumulator()
         self._parser = SSEParser()
         self._on_first_chunk = on_first_chunk
         self.ended = False  # saw mitmproxy's end-of-body call; a broken stream never does

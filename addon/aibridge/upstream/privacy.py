@@ -1,7 +1,7 @@
 """Keep client-identifying details from reaching the provider (per provider, opt-in).
 
 The bridge still records them (client and session are read before this runs); the provider
-only sees the request without them. Reference §7.9 lists what coding agents send.
+only sees the request without them. docs/behaviour.md §11 lists what coding agents send.
 """
 
 from __future__ import annotations

@@ -42,9 +42,9 @@ def rewrite_for_upstream(request: http.Request, provider: Provider,
     if provider.send_actor_headers:
         trusted += [(_encode(name), _encode(value)) for name, value in actor_headers(actor)]
     upstream_fields(fields, trusted, auth)
-    if provider.workspace_id and provider.type == "anthropic":
+    if provider.workspace_id and (workspace := provider.api.workspace_header):
         # Client values of this header were stripped above: setting it appends it.
-        fields.append((b"Anthropic-Workspace-Id", _encode(provider.workspace_id)))
+        fields.append((_encode(workspace), _encode(provider.workspace_id)))
     # mitmproxy is the transport here but does not re-encode bodies it streams: the client
     # negotiated the compression it can decode, so its Accept-Encoding goes upstream as sent.
     for value in stripped.get("accept-encoding", ()):

@@ -25,8 +25,8 @@ from aibridge.intercept import (
     response_error_from_key_pool,
 )
 from aibridge.keys.pool import Key, KeyPoolError
-from aibridge.keys.resend import resend
 from aibridge.providers import Provider
+from aibridge.upstream.resend import resend
 
 REFUSALS = {429: "rate-limited", 401: "rejected as unauthorized", 403: "rejected as forbidden"}
 
@@ -61,7 +61,7 @@ async def after_response(response: http.Response, provider: Provider,
             return Outcome(key, error=response_error_from_key_pool(e), pool_error=e)
         try:
             answer = await resend(client, request, credential.header,
-                                  provider.family.auth_value(key.secret))
+                                  provider.api.credential.value(key.secret))
         except httpx2.HTTPError as e:
             return Outcome(key, error=new_response_error(
                 f"{provider.name}: cannot reach upstream while failing over to key "

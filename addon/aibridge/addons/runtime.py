@@ -1,0 +1,121 @@
+"""What the bridge's addons share: the current settings and pipelines, the reporter, who is
+calling on each client connection, and the exchanges in flight. One instance per process; the
+chain in addon/bridge.py hands it to every addon."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import httpx2
+from mitmproxy import connection, ctx, http
+
+from aibridge.admission.steps import Pipelines, pipelines
+from aibridge.counters import Registry
+from aibridge.errors.envelope import OPENAI_ERR_TYPE_API, new_response_error
+from aibridge.errors.shapes import ANTHROPIC_ERRORS
+from aibridge.flow.exchange import Caller, Exchange
+from aibridge.observe.reporting import Reporter
+from aibridge.providers import Provider
+from aibridge.recording.recorder import Recorder
+from aibridge.settings import Settings
+from aibridge.streaming.socket_session import SocketSession
+from aibridge.upstream import resend
+
+
+class Runtime:
+    def __init__(self) -> None:
+        self.settings_or_none: Settings | None = None
+        self.pipelines: Pipelines | None = None
+        self.counters = Registry()  # survives config reloads; telemetry reads it
+        self.reporter = Reporter(None, None)
+        self.recorder: Recorder | None = None  # for the health document
+        self.shim_problems: list[str] = []
+        self.callers: weakref.WeakKeyDictionary[connection.Client, Caller] = (
+            weakref.WeakKeyDictionary())
+        self.plain_callers: weakref.WeakKeyDictionary[http.HTTPFlow, Caller] = (
+            weakref.WeakKeyDictionary())  # plain-HTTP proxy requests authenticate each time
+        # Every flow on a provider host, until it ends (weak: a flow mitmproxy dropped is gone).
+        self.exchanges: weakref.WeakKeyDictionary[http.HTTPFlow, Exchange] = (
+            weakref.WeakKeyDictionary())
+        self.sockets: weakref.WeakKeyDictionary[http.HTTPFlow, SocketSession] = (
+            weakref.WeakKeyDictionary())
+        self._client: httpx2.AsyncClient | None = None  # for failover re-sends
+
+    @property
+    def settings(self) -> Settings:
+        if self.settings_or_none is None:  # configure() always runs first; this guards misuse
+            raise RuntimeError("aibridge is not configured")
+        return self.settings_or_none
+
+    def apply(self, settings: Settings) -> None:
+        self.settings_or_none = settings
+        self.pipelines = pipelines(settings.config.max_body_bytes, settings.breakers)
+
+    def caller_of(self, flow: http.HTTPFlow) -> Caller | None:
+        return self.callers.get(flow.client_conn) or self.plain_callers.get(flow)
+
+    def provider_of(self, flow: http.HTTPFlow) -> Provider | None:
+        """Only TLS traffic whose SNI names a provider is ours: a plaintext request that merely
+        claims `Host: api.openai.com` never gets a key."""
+        client = flow.client_conn
+        if not client.tls_established or flow.request.scheme != "https":
+            return None
+        return self.settings.registry.for_host(client.sni)
+
+    def in_flight(self) -> int:
+        return sum(1 for e in list(self.exchanges.values()) if not e.ended) + len(self.sockets)
+
+    def resend_client(self) -> httpx2.AsyncClient:
+        if self._client is None:
+            self._client = resend.new_client(resend.upstream_ssl_context(ctx.options),
+                                             self.settings.config.resilience.upstream_timeout,
+                                             proxy=resend.upstream_proxy_url(ctx.options))
+        return self._client
+
+    @property
+    def has_resend_client(self) -> bool:
+        return self._client is not None
+
+    async def drop_resend_client(self) -> None:
+        """Connection options changed: the next re-send builds a client with the new ones."""
+        old, self._client = self._client, None
+        if old is not None:
+            await old.aclose()
+
+
+logger = logging.getLogger("aibridge")
+
+
+def internal_error() -> http.Response:
+    error = new_response_error("aibridge: internal error; the request was not forwarded",
+                               OPENAI_ERR_TYPE_API, "internal_error", 500)
+    return error.to_response(ANTHROPIC_ERRORS)  # read by both SDKs
+
+
+def fail_closed(hook: Callable[..., Any]) -> Callable[..., Any]:
+    """An unexpected error in a hook that decides whether or how a request goes on refuses the
+    request: mitmproxy would otherwise forward it as the client sent it (unauthenticated,
+    unrewritten)."""
+    if inspect.iscoroutinefunction(hook):
+        @functools.wraps(hook)
+        async def guarded_async(self: object, flow: http.HTTPFlow) -> None:
+            try:
+                await hook(self, flow)
+            except Exception:
+                logger.exception(f"aibridge: internal error in {hook.__name__}; refusing it")
+                flow.response = internal_error()
+        return guarded_async
+
+    @functools.wraps(hook)
+    def guarded(self: object, flow: http.HTTPFlow) -> None:
+        try:
+            hook(self, flow)
+        except Exception:
+            logger.exception(f"aibridge: internal error in {hook.__name__}; refusing it")
+            flow.response = internal_error()
+    return guarded

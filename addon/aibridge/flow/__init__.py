@@ -1,0 +1,1 @@
+"""One bridged exchange: its state, and the one function that ends it."""

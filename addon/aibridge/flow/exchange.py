@@ -1,0 +1,82 @@
+"""The state of one flow on a provider host, from its request headers to its end.
+
+Phases (`Exchange.phase`), in order; every flow ends exactly once, in `finish.end`:
+
+    HEADERS ──▶ REFUSED ───────────────────────────────────────────┐
+       │        (a bridge-made error; the response hook ends it)   │
+       ▼                                                           ▼
+    FORWARDED ──▶ RESPONDED ──▶ (STREAMING) ──────────────────▶ ENDED
+       │  (on the wire)  (headers back)  (a tapped SSE body)        ▲
+       └──────────── upstream failure, client cancel ───────────────┘
+
+A WebSocket handshake that succeeds (101) leaves the HTTP phases to a socket session, whose
+responses are interceptions of their own, each ended by `finish.end_socket_response`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from dataclasses import dataclass, field
+
+from mitmproxy import http
+
+from aibridge.admission.credential import UpstreamCredential
+from aibridge.intercept import Actor, CredentialInfo, Interception
+from aibridge.keys.circuit import Admission
+from aibridge.providers import Provider, RouteMatch
+from aibridge.providers.base import WireApi
+from aibridge.streaming.tap import StreamTap
+
+
+@dataclass(frozen=True)
+class Caller:
+    actor: Actor
+    token: bytes | None  # SHA-256 of the proxy token, to tell it apart from a provider key
+
+
+class Phase(enum.Enum):
+    HEADERS = "headers"
+    REFUSED = "refused"
+    FORWARDED = "forwarded"
+    RESPONDED = "responded"
+    ENDED = "ended"
+
+
+@dataclass
+class Exchange:
+    provider: Provider
+    match: RouteMatch
+    caller: Caller
+    phase: Phase = Phase.HEADERS
+    websocket_api: WireApi | None = None  # a handshake that opens a bridged WebSocket route
+    credential: UpstreamCredential | None = None
+    info: CredentialInfo | None = None  # the credential's masked info (changes on failover)
+    interception: Interception | None = None
+    admission: Admission | None = None  # the circuit breaker's slot
+    tap: StreamTap | None = None
+    timer: asyncio.TimerHandle | None = None
+    timed_out: float | None = None  # the upstream timeout that fired, in seconds
+    client_close: bool = False  # the client sent `Connection: close` (stripped upstream)
+    scrubbed: bool = False  # the key in the request is masked already
+    synthesized: bool = False  # the response is the bridge's own, not the provider's
+    circuit_open: bool = False  # refused because the breaker is open
+    pool_error: str | None = None  # rate_limited | auth_failed when the key pool ran out
+    started_mono: float = field(default_factory=time.monotonic)
+    # What the client is told when the upstream fails below HTTP (see addons.upstream_failures):
+    explanation: http.Response | None = None  # instead of mitmproxy's HTML error page
+    stream_tail: bytes | None = None  # the error event that ends a stream cut mid-way
+
+    @property
+    def api(self) -> WireApi | None:
+        return self.match.api
+
+    @property
+    def ended(self) -> bool:
+        return self.phase is Phase.ENDED
+
+    def stop_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None

@@ -1,0 +1,129 @@
+"""The provider interface: what the bridge needs to know about one provider API.
+
+Two levels, as providers are built:
+
+- `WireApi`: one wire format (OpenAI Chat Completions, OpenAI Responses, Anthropic Messages, ...):
+  which requests it bridges, the facts a request carries, how its answers stream and summarise,
+  the user's prompt, the text a viewer assembles, the event a broken stream ends with.
+- `ProviderApi`: one provider's API as a whole (OpenAI, Anthropic, ...): its wire formats, where
+  a credential goes, the shape of its errors, its default paths and its token conventions.
+
+Nothing outside the modules that implement these branches on a provider or a route: the hooks,
+admission steps, recording and views call these methods.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, ClassVar
+
+from mitmproxy.http import Headers
+
+from aibridge.errors.envelope import ErrorShape
+from aibridge.providers.stream import StreamAccumulator
+from aibridge.sse import SSEEvent
+from aibridge.summary import ResponseSummary
+
+NO_PARAMS: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    model: str
+    streaming: bool
+    correlating_tool_call_id: str | None
+
+
+class WireApi(ABC):
+    """One provider API wire format. Instances are stateless and shared."""
+
+    name: ClassVar[str]  # the route kind in records and flow metadata: "chat", "messages", ...
+    title: ClassVar[str]  # for people: "OpenAI Chat Completions"
+    websocket: ClassVar[bool] = False  # also spoken over a WebSocket, one event per frame
+
+    @abstractmethod
+    def match(self, method: str, path: str) -> Mapping[str, str] | None:
+        """Parameters taken from the path (e.g. a model) when this API bridges `method` `path`,
+        else None. `path` is below the provider's base path, without the query."""
+
+    @abstractmethod
+    def request_info(self, body: object, params: Mapping[str, str] = NO_PARAMS) -> RequestInfo:
+        """Model, streaming flag and the tool-call id whose results this request submits."""
+
+    @abstractmethod
+    def accumulator(self) -> StreamAccumulator:
+        """A new accumulator for one streamed response."""
+
+    @abstractmethod
+    def summarize(self, body: object) -> ResponseSummary:
+        """Summary of a non-streaming 2xx JSON response; `completed` unless it carries an error."""
+
+    @abstractmethod
+    def last_prompt(self, body: object) -> str | None:
+        """The user's last prompt in a request body; None when there is none."""
+
+    @abstractmethod
+    def assembled_text(self, events: list[SSEEvent]) -> dict[str, str]:
+        """The streamed output put back together for viewers: "text", "thinking", "refusal"."""
+
+    @abstractmethod
+    def recognises(self, name: str | None, obj: object, data: str) -> int:
+        """How surely one stream event is this API's: 2 sure, 1 a hint, 0 no sign. Used to
+        recognise streams the bridge did not handle (`obj` is the parsed data, or None)."""
+
+    def stream_error_tail(self, body: dict[str, Any]) -> bytes:
+        """The terminal event a client reads when this API's stream breaks mid-way."""
+        data = json.dumps(body, separators=(",", ":"))
+        return f"event: error\ndata: {data}\n\n".encode()
+
+
+@dataclass(frozen=True)
+class CredentialSlot:
+    """Where a provider credential travels: a header, as `Bearer <key>` or the bare key. The
+    bridge sets it and scrubs it from flows and logs. (A query-parameter slot, for APIs such as
+    Gemini's `?key=`, joins here with the first API that needs it.)"""
+
+    name: str
+    bearer: bool = False
+
+    def value(self, secret: str) -> str:
+        return f"Bearer {secret}" if self.bearer else secret
+
+
+class ProviderApi(ABC):
+    """One provider's API: its wire formats and everything they share."""
+
+    type: ClassVar[str]  # the `type` of a provider in the configuration
+    apis: ClassVar[tuple[WireApi, ...]]
+    credential: ClassVar[CredentialSlot]  # where central keys go
+    errors: ClassVar[ErrorShape]  # how bridge-made errors look on this provider's routes
+    base_path: ClassVar[str] = "/v1"
+    passthrough: ClassVar[tuple[str, ...]] = ("/",)  # below base_path: forwarded with the key swap
+    extra_passthrough: ClassVar[tuple[str, ...]] = ()  # absolute: the clients' side endpoints
+    # Usage convention: whether `input_tokens` already counts cached tokens.
+    input_includes_cache: ClassVar[bool] = True
+    # A header the provider takes from configuration only (billing isolation), never the client.
+    workspace_header: ClassVar[str | None] = None
+
+    @abstractmethod
+    def client_credential(self, headers: Headers) -> tuple[CredentialSlot, str] | None:
+        """The caller's own credential (where it was, the secret), if it sent one."""
+
+    def bridged(self, method: str, path: str) -> tuple[WireApi, Mapping[str, str]] | None:
+        """The wire format that bridges `method` `path` (below base_path, no query)."""
+        for api in self.apis:
+            params = api.match(method, path)
+            if params is not None:
+                return api, params
+        return None
+
+    def websocket_api(self, path: str) -> WireApi | None:
+        """The wire format a WebSocket handshake on `path` (below base_path) opens."""
+        for api in self.apis:
+            if api.websocket and api.match("POST", path) is not None:
+                return api
+        return None

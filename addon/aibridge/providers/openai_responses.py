@@ -1,0 +1,203 @@
+"""OpenAI Responses (`POST /v1/responses`), over HTTP and over a WebSocket (Codex's first choice:
+one `response.create` frame per response, the server's frames being the stream's events).
+Token conventions: see `aibridge.summary`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from aibridge.providers.base import NO_PARAMS, RequestInfo, WireApi
+from aibridge.providers.jsonfields import (
+    UNKNOWN_MODEL,
+    _content_text,
+    _d,
+    _idx,
+    _join,
+    _json_text,
+    _last,
+    _list,
+    _n,
+    _put_extra,
+    _role,
+    _s,
+    _set_error,
+    _text,
+)
+from aibridge.providers.stream import StreamAccumulator
+from aibridge.sse import SSEEvent
+from aibridge.summary import ResponseSummary, ToolCall
+
+_TOOL_ITEMS = {"function_call": "arguments", "custom_tool_call": "input"}
+TERMINAL = ("response.completed", "response.incomplete", "response.failed")
+_LIFECYCLE = ("response.created", "response.in_progress", *TERMINAL)
+_DELTAS = {
+    "response.output_text.delta": "text",
+    "response.refusal.delta": "refusal",
+    "response.reasoning_summary_text.delta": "thinking",
+    "response.reasoning_text.delta": "thinking",
+}
+
+
+def _usage(s: ResponseSummary, usage: dict) -> None:
+    s.input_tokens = _n(usage.get("input_tokens"))
+    s.output_tokens = _n(usage.get("output_tokens"))
+    s.cache_read_tokens = _n(_d(usage.get("input_tokens_details")).get("cached_tokens"))
+    output = _d(usage.get("output_tokens_details"))
+    _put_extra(s, "output_reasoning", output.get("reasoning_tokens"))
+
+
+def _tool_field(item: dict) -> str | None:
+    """Which field holds a tool-call item's input; None for other items."""
+    kind = item.get("type")
+    return _TOOL_ITEMS.get(kind) if isinstance(kind, str) else None
+
+
+def _meta(s: ResponseSummary, response: dict) -> None:
+    """Fields of a `response` object except its output items."""
+    s.response_id = _s(response.get("id")) or s.response_id
+    s.model = _s(response.get("model")) or s.model
+    s.stop_reason = _s(response.get("status")) or s.stop_reason
+    if isinstance(usage := response.get("usage"), dict):
+        _usage(s, usage)
+    if isinstance(error := response.get("error"), dict):
+        _set_error(s, _s(error.get("message")), _s(error.get("code")))
+
+
+class ResponsesAccumulator(StreamAccumulator):
+    """Typed events; every `*.delta` is model output. Events carry a sequence number, so no two
+    have the same bytes and the shortcut never applies."""
+
+    def _handle(self, name: str | None, obj: dict) -> None:
+        s = self._summary
+        kind = obj.get("type")
+        if not (kind and isinstance(kind, str)):
+            kind = name or ""
+        if kind == "response.output_text.delta":  # the hot path: one per token, kept inline
+            if self.first_token_at is None:
+                self._output()
+            if isinstance(delta := obj.get("delta"), str):
+                s.text_chars += len(delta)
+        elif kind.endswith(".delta"):
+            self._output()
+            if kind in (
+                "response.function_call_arguments.delta",
+                "response.custom_tool_call_input.delta",
+            ):
+                self._append_args((_idx(obj.get("output_index")),), _text(obj.get("delta")))
+        elif kind in ("response.output_item.added", "response.output_item.done"):
+            self._item(_idx(obj.get("output_index")), _d(obj.get("item")))
+        elif kind in _LIFECYCLE:
+            response = _d(obj.get("response"))
+            _meta(s, response)
+            if kind in TERMINAL:
+                # The final output is authoritative (and all we get if items were skipped).
+                for index, item in enumerate(_list(response.get("output"))):
+                    self._item(index, _d(item))
+                s.completed = kind != "response.failed"
+        elif kind == "error":
+            _set_error(s, _s(obj.get("message")), _s(obj.get("code")))
+
+    def _item(self, index: int, item: dict) -> None:
+        field = _tool_field(item)
+        if field is None:
+            return
+        call_id, name = _s(item.get("call_id")) or "", _s(item.get("name")) or ""
+        arguments = _text(item.get(field))
+        entry = self._tools.get((index,))
+        if entry is None:
+            self._start_tool((index,), ToolCall(call_id, name, arguments))
+            return
+        call, pieces = entry
+        call.id = call.id or call_id
+        call.name = call.name or name
+        if arguments:  # a finished item carries the complete arguments
+            call.arguments = arguments
+            pieces.clear()
+
+
+class Responses(WireApi):
+    name = "responses"
+    title = "OpenAI Responses"
+    websocket = True
+
+    def match(self, method: str, path: str) -> Mapping[str, str] | None:
+        return NO_PARAMS if method == "POST" and path == "/responses" else None
+
+    def request_info(self, body: object, params: Mapping[str, str] = NO_PARAMS) -> RequestInfo:
+        if not isinstance(body, dict):
+            return RequestInfo(UNKNOWN_MODEL, False, None)
+        last = _last(body.get("input"))
+        correlating = None
+        if last.get("type") in ("function_call_output", "custom_tool_call_output"):
+            correlating = _s(last.get("call_id"))
+        return RequestInfo(_s(body.get("model")) or UNKNOWN_MODEL, body.get("stream") is True,
+                           correlating)
+
+    def accumulator(self) -> ResponsesAccumulator:
+        return ResponsesAccumulator()
+
+    def summarize(self, body: object) -> ResponseSummary:
+        s = ResponseSummary()
+        if not isinstance(body, dict):
+            return s
+        _meta(s, body)
+        for item in _list(body.get("output")):
+            item = _d(item)
+            if item.get("type") == "message":
+                for part in _list(item.get("content")):
+                    part = _d(part)
+                    if part.get("type") == "output_text":
+                        s.text_chars += len(_text(part.get("text")))
+            elif field := _tool_field(item):
+                s.tool_calls.append(ToolCall(_s(item.get("call_id")) or "",
+                                             _s(item.get("name")) or "", _text(item.get(field))))
+        s.completed = s.error is None
+        return s
+
+    def last_prompt(self, body: object) -> str | None:
+        # `input` is either the prompt itself or a list of items (messages, tool outputs).
+        items = body.get("input") if isinstance(body, dict) else None
+        if isinstance(items, str):
+            return items or None
+        if not isinstance(items, list):
+            return None
+        for item in reversed(items):
+            if _role(item) == "user":
+                return _content_text(item.get("content"), "input_text") or None
+        return None
+
+    def assembled_text(self, events: list[SSEEvent]) -> dict[str, str]:
+        blocks: dict[tuple[str, int], list[str]] = {}
+        final: dict[tuple[str, int], list[str]] = {}
+        for event in events:
+            obj = _json_text(event.data)
+            if not isinstance(obj, dict):
+                continue
+            kind = obj.get("type")
+            kind = kind if isinstance(kind, str) and kind else event.event
+            if (label := _DELTAS.get(kind or "")) and isinstance(delta := obj.get("delta"), str):
+                index = _idx(obj.get("output_index")) * 1000 + _idx(obj.get("content_index"))
+                blocks.setdefault((label, index), []).append(delta)
+            elif kind in TERMINAL:
+                response = obj.get("response")
+                output = response.get("output") if isinstance(response, dict) else None
+                for i, item in enumerate(output if isinstance(output, list) else []):
+                    content = item.get("content") if isinstance(item, dict) else None
+                    for j, part in enumerate(content if isinstance(content, list) else []):
+                        if (isinstance(part, dict) and part.get("type") == "output_text"
+                                and isinstance(text := part.get("text"), str)):
+                            final.setdefault(("text", i * 1000 + j), []).append(text)
+        # The final output is what the client got if the deltas were skipped (or never sent).
+        if not any(label == "text" for label, _ in blocks):
+            blocks.update(final)
+        return _join(blocks)
+
+    def recognises(self, name: str | None, obj: object, data: str) -> int:
+        kind = obj.get("type") if isinstance(obj, dict) else None
+        if (name or "").startswith("response.") or (
+                isinstance(kind, str) and kind.startswith("response.")):
+            return 2
+        return 0
+
+
+RESPONSES = Responses()
