@@ -140,7 +140,9 @@ class BridgeCore:
             return
         ex.stop_timer()
         self._scrub(flow, ex)
-        cancelled = flow.error is not None and is_client_cancel(flow.error.msg)
+        # A flow the bridge killed on its upstream timeout is a failure, not a client cancel.
+        cancelled = (flow.error is not None and ex.timed_out is None
+                     and is_client_cancel(flow.error.msg))
         client_status = None
         if not cancelled:
             client_status = self._explain_failure(flow, ex)

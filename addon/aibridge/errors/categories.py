@@ -1,9 +1,9 @@
-"""The error category recorded when an interception ends (reference §6.7).
+"""The error category recorded when an interception ends (docs/behaviour.md §8).
 
 One pure function from what the addon knows about the failure to a closed vocabulary, so the
 store and telemetry can group failures without parsing messages.
 
-Deviations from the reference, both deliberate:
+Deviations from Coder's AI Bridge, both deliberate (docs/behaviour.md §8):
 - A client cancel is "cancelled", not "unknown": our outcome vocabulary already has it, and
   lumping cancels in with unexplained failures would hide real problems.
 - The upstream's own error type is used: `overloaded_error` always means "overloaded" (the status

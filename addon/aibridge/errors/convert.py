@@ -1,9 +1,9 @@
-"""Provider error responses the SDKs can parse (reference §6, §10.3, §11 weakness 5).
+"""Provider error responses the SDKs can parse (docs/behaviour.md §5.4).
 
 Well-formed provider JSON errors pass untouched (status, body, `param`, `code`; Claude Code
 relies on Anthropic's 529 `overloaded_error`). Anything else a provider or a CDN in front of it
 answers with (an HTML page, text/plain, an empty body, JSON without an error object) becomes the
-bridge envelope of design.md, with the provider's status and a message naming provider and
+bridge envelope, with the provider's status and a message naming provider and
 status. Option `error_format = "openai"` re-emits every error in the OpenAI envelope (Anthropic
 providers keep the top-level `"type": "error"`, as every bridge-made error on their routes does).
 

@@ -1,4 +1,4 @@
-"""Bridge-made JSON errors that the official SDKs parse (docs/behaviour.md, "Errors").
+"""Bridge-made JSON errors that the official SDKs parse (docs/behaviour.md §5).
 
 `ResponseError` is what went wrong (message, type, code, status, back-off); an `ErrorShape` is how
 one provider API writes it on the wire. The default shape is the OpenAI envelope,
@@ -132,7 +132,7 @@ def _positive_seconds(value: float) -> float:
 def parse_retry_after(headers: Mapping[str, str], *, now: datetime | None = None) -> float:
     """Seconds to wait according to `retry-after-ms`, then `Retry-After`; 0.0 when none applies.
 
-    `Retry-After` may be seconds (fractions accepted) or an HTTP-date (reference §11.2).
+    `Retry-After` may be seconds (fractions accepted) or an HTTP-date (docs/behaviour.md §6.2).
     """
     if (ms := _header(headers, "retry-after-ms")) is not None:
         try:
@@ -198,7 +198,9 @@ def response_error_from_api_error(err: object) -> ResponseError | None:
 
 
 def response_error_from_key_pool(err: object) -> ResponseError | None:
-    """Exhausted pool (reference §5.5): rate-limited ⇒ 429 with the shortest cooldown, else 502."""
+    """Exhausted pool: rate-limited ⇒ 429 with the shortest cooldown, else 502.
+
+    See docs/behaviour.md §7."""
     if not isinstance(err, KeyPoolError):
         return None
     if err.kind is PoolErrorKind.RATE_LIMITED:

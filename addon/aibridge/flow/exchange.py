@@ -2,8 +2,8 @@
 
 Phases (`Exchange.phase`), in order; every flow ends exactly once, in `finish.end`:
 
-    HEADERS ──▶ REFUSED ───────────────────────────────────────────┐
-       │        (a bridge-made error; the response hook ends it)   │
+    HEADERS ──▶ (refused: a bridge-made error, ended at once) ─────┐
+       │                                                           │
        ▼                                                           ▼
     FORWARDED ──▶ RESPONDED ──▶ (STREAMING) ──────────────────▶ ENDED
        │  (on the wire)  (headers back)  (a tapped SSE body)        ▲
@@ -38,7 +38,6 @@ class Caller:
 
 class Phase(enum.Enum):
     HEADERS = "headers"
-    REFUSED = "refused"
     FORWARDED = "forwarded"
     RESPONDED = "responded"
     ENDED = "ended"

@@ -51,7 +51,7 @@ def end(reporter: Reporter, flow: http.HTTPFlow, ex: Exchange,
     if ex.ended:
         return
     ex.phase = Phase.ENDED
-    outcome, reason = outcome_of(flow, ex.tap)
+    outcome, reason = outcome_of(flow, ex.tap, timed_out=ex.timed_out is not None)
     interception = ex.interception
     if interception is None:
         flowview.outcome(flow, outcome, reason)
@@ -105,9 +105,10 @@ def refuse_socket_response(reporter: Reporter, flow: http.HTTPFlow,
         error_message=error.message, summary=None, key_attempts=0, time_to_first_token=None)
 
 
-def outcome_of(flow: http.HTTPFlow, tap: StreamTap | None) -> tuple[str, str | None]:
+def outcome_of(flow: http.HTTPFlow, tap: StreamTap | None, *,
+               timed_out: bool = False) -> tuple[str, str | None]:
     if flow.error is not None:
-        if is_client_cancel(flow.error.msg):
+        if not timed_out and is_client_cancel(flow.error.msg):
             if tap is not None and tap.summary.completed and not tap.summary.error:
                 # The OpenAI SDK hangs up at `data: [DONE]`, sometimes before the last
                 # (empty) chunk arrives: the client got everything.

@@ -51,7 +51,7 @@ def _dumps(v: object) -> str:
 
 
 def _json_text(text: str) -> object:
-    """json.loads, or None for anything that is not JSON (the reference verdict)."""
+    """json.loads, or None for anything that is not JSON (json's verdict)."""
     try:
         return json.loads(text)
     except (ValueError, RecursionError):

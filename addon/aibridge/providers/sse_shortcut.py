@@ -2,8 +2,8 @@
 bytes except for its text.
 
 The plain path is `StreamAccumulator.feed` (every event parsed in full); `feed_raw` uses this
-shortcut where it applies. tests/unit/test_sse_shortcut.py feeds the same streams through both
-and requires identical summaries.
+shortcut where it applies. tests/unit/test_parsing.py feeds the same streams through both and
+requires identical summaries.
 """
 
 from __future__ import annotations
