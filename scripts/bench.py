@@ -407,8 +407,9 @@ def header(args: argparse.Namespace, sizes: dict[str, int], notes: list[str],
     return [
         f"AI Bridge benchmark — {datetime.now().isoformat(timespec='seconds')} · "
         f"{os.cpu_count()} CPUs · load {os.getloadavg()[0]:.2f} · {versions}",
-        "direct: client → fake (TLS) · bare: mitmdump -q lazy stream_large_bodies=1, CONNECT "
-        "localhost:<fake> · bridge: mitmdump -q -s addon/bridge.py, CONNECT api.openai.com:443",
+        "direct: client → fake (TLS) · bare: mitmdump flow_detail=0 lazy stream_large_bodies=1, "
+        "CONNECT localhost:<fake> · bridge: mitmdump flow_detail=0 -s addon/bridge.py, CONNECT "
+        "api.openai.com:443",
         "Client: asyncio, HTTP/1.1 keep-alive, 1 TLS handshake/conn, warm-up "
         f"{warm}/conn, GC off while timing; fake provider in its own process; all on loopback.",
         f"POST {ROUTE}: small {sizes['small']} B body · large {sizes['large']} B "

@@ -87,6 +87,8 @@ class Mitmdump:
         return self.log()[-chars:]
 
     def wait_for_log(self, pattern: str, timeout: float = 10) -> re.Match[str]:
+        """The first match of `pattern` in the log; AssertionError (a test failure) if none
+        appears within `timeout`."""
         deadline = time.monotonic() + timeout
         while True:
             if (m := re.search(pattern, self.log())):
@@ -111,10 +113,12 @@ class Mitmdump:
 
     def start(self, timeout: float = 30) -> Self:
         """Start and wait until the proxy listens (and its CA exists); raises LaunchError."""
+        if self.alive():
+            raise LaunchError(f"{self.name} is already running (pid {self.pid})")
         cmd = self.command()
-        if "-q" in cmd or "--quiet" in cmd or any(_QUIET.fullmatch(a) for a in cmd):
-            raise LaunchError(f"{self.name}: {' '.join(cmd[1:])} hides the 'listening at' "
-                              "log line the launcher waits for")
+        if quiet := [a for a in cmd if a in ("-q", "--quiet") or _QUIET.fullmatch(a)]:
+            raise LaunchError(f"{self.name}: {quiet[0]!r} hides the 'listening at' log line "
+                              "(info) that the launcher reads the port from")
         self._close_log()
         self._logf = self.log_path.open("wb")
         # A child writing to a file buffers stdout in 8 KiB blocks: the listening line (and any
