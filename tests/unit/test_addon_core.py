@@ -96,6 +96,8 @@ async def test_an_open_circuit_answers_at_once_with_the_circuit_open_error(bridg
     breakers = bridge.runtime.settings.breakers
     for _ in range(breakers.settings.failure_threshold):
         breakers.record(breakers.admit("openai", "/v1/chat/completions", "gpt-4o"), failure=True)
+    ended = []
+    bridge.runtime.reporter.ended = lambda interception, **kw: ended.append((interception, kw))
     flow = await bridged(bridge)
     assert flow.response is not None and flow.response.status_code == 503
     error = json_of(flow)["error"]
@@ -103,8 +105,10 @@ async def test_an_open_circuit_answers_at_once_with_the_circuit_open_error(bridg
     assert int(flow.response.headers["retry-after"]) > 0
     assert flow.request.host == "api.openai.com"
     assert flow.metadata["aibridge"]["outcome"] == "rejected"
-    ex = bridge.runtime.exchanges[flow]
-    assert ex.circuit_open and ex.ended and ex.interception.model == "gpt-4o"
+    assert flow not in bridge.runtime.exchanges  # ended
+    ((interception, kw),) = ended  # recorded once, as refused by the open circuit
+    assert kw["outcome"] == "rejected" and kw["error_type"] == "server_error"
+    assert interception.model == "gpt-4o"
 
 
 @pytest.mark.parametrize("host", list(ROUTES))

@@ -64,7 +64,7 @@ class BridgeCore:
         try:
             self._pipelines().head.admit(self._candidate(flow, ex))
         except ResponseError as e:
-            finish.refuse(self.runtime.reporter, flow, ex, e)
+            self._refuse(flow, ex, e)
 
     @fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
@@ -85,7 +85,7 @@ class BridgeCore:
             if candidate.info is not None:  # a malformed request never becomes an interception
                 open_interception(self.runtime.reporter, flow, ex, candidate.info,
                                   candidate.body, placeholder(ex.provider))
-            finish.refuse(self.runtime.reporter, flow, ex, e)
+            self._refuse(flow, ex, e)
             return
         credential = candidate.credential
         assert credential is not None
@@ -104,7 +104,6 @@ class BridgeCore:
         if ex is None or flow.response is None or ex.ended:
             return
         ex.stop_timer()
-        ex.phase = Phase.RESPONDED
         self._scrub(flow, ex)
         response = flow.response
         if ex.client_close:
@@ -132,7 +131,7 @@ class BridgeCore:
         if cred is not None and cred.attempt is not None:
             cred.attempt.finish()
         self._record_circuit(ex, flow.response.status_code)
-        finish.end(self.runtime.reporter, flow, ex)
+        self._end(flow, ex)
 
     def error(self, flow: http.HTTPFlow) -> None:
         ex = self.runtime.exchanges.get(flow)
@@ -157,9 +156,17 @@ class BridgeCore:
             else:
                 self._record_circuit(ex, flow.response.status_code)
             ex.admission = None
-        finish.end(self.runtime.reporter, flow, ex, client_status)
+        self._end(flow, ex, client_status)
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def _refuse(self, flow: http.HTTPFlow, ex: Exchange, error: ResponseError) -> None:
+        finish.refuse(self.runtime.reporter, flow, ex, error)
+        del self.runtime.exchanges[flow]
+
+    def _end(self, flow: http.HTTPFlow, ex: Exchange, client_status: int | None = None) -> None:
+        finish.end(self.runtime.reporter, flow, ex, client_status)
+        del self.runtime.exchanges[flow]
 
     def _pipelines(self) -> Pipelines:
         assert self.runtime.pipelines is not None
@@ -225,19 +232,21 @@ class BridgeCore:
         ex.admission = None
 
     def _explain_failure(self, flow: http.HTTPFlow, ex: Exchange) -> int | None:
-        """What the client is told instead of mitmproxy's HTML page or a cut stream; the
-        upstream failures addon hands it to mitmproxy. Returns the status the client gets."""
+        """What the client is told instead of mitmproxy's HTML page or a cut stream, handed to
+        the mitmproxy shim (addons.upstream_failures). Returns the status the client gets."""
         errors = ex.provider.api.errors
+        handover = self.runtime.handovers.get(flow.client_conn)
         if flow.response is None:
             error = unreachable(ex.provider.name, flow, timed_out=ex.timed_out)
-            ex.explanation = error.to_response(errors)
+            if handover is not None:
+                handover.response = error.to_response(errors)
             if flow.error is not None:
                 flow.error.msg = error.message
             return error.status
-        if ex.tap is not None and ex.api is not None:
+        if ex.tap is not None and ex.api is not None and handover is not None:
             reason = flow.error.msg if flow.error else "unknown"
             error = interrupted(ex.provider.name, reason)
-            ex.stream_tail = ex.api.stream_error_tail(error.body(errors))
+            handover.tail = ex.api.stream_error_tail(error.body(errors))
         return None
 
     def _scrub(self, flow: http.HTTPFlow, ex: Exchange) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import httpx2
 from mitmproxy import connection, ctx, http
 
+from aibridge.addons.mitm_shim import Handover
 from aibridge.admission.steps import Pipelines, pipelines
 from aibridge.counters import Registry
 from aibridge.errors.envelope import OPENAI_ERR_TYPE_API, new_response_error
@@ -39,10 +40,14 @@ class Runtime:
             weakref.WeakKeyDictionary())
         self.plain_callers: weakref.WeakKeyDictionary[http.HTTPFlow, Caller] = (
             weakref.WeakKeyDictionary())  # plain-HTTP proxy requests authenticate each time
-        # Every flow on a provider host, until it ends (weak: a flow mitmproxy dropped is gone).
+        # Every flow on a provider host until it ends (a WebSocket's until the socket closes).
         self.exchanges: weakref.WeakKeyDictionary[http.HTTPFlow, Exchange] = (
             weakref.WeakKeyDictionary())
         self.sockets: weakref.WeakKeyDictionary[http.HTTPFlow, SocketSession] = (
+            weakref.WeakKeyDictionary())
+        # Provider connections, with what their next mitmproxy-made error should say
+        # (installed by addons.upstream_failures, filled by the core's error hook).
+        self.handovers: weakref.WeakKeyDictionary[connection.Client, Handover] = (
             weakref.WeakKeyDictionary())
         self._client: httpx2.AsyncClient | None = None  # for failover re-sends
 
@@ -68,7 +73,7 @@ class Runtime:
         return self.settings.registry.for_host(client.sni)
 
     def in_flight(self) -> int:
-        return sum(1 for e in list(self.exchanges.values()) if not e.ended) + len(self.sockets)
+        return len(self.exchanges)
 
     def resend_client(self) -> httpx2.AsyncClient:
         if self._client is None:

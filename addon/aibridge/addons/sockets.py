@@ -51,13 +51,12 @@ class Sockets:
             opened = session.client_frame(message.text)
             if opened is None:
                 return
-            interception, body = opened
+            interception, body, info = opened
             reporter.started(interception, api=session.api, transport="websocket",
                              client=session.client, user_agent=session.user_agent, body=body,
                              server=session.server)
             ex = self.runtime.exchanges.get(flow)
             assert ex is not None
-            info = session.api.request_info(body)
             candidate = Candidate(ex.provider, ex.match, session.route_path, ex.caller.token,
                                   body=body, info=info)
             try:
@@ -80,6 +79,7 @@ class Sockets:
         session = self.runtime.sockets.pop(flow, None)
         if session is None:
             return
+        self.runtime.exchanges.pop(flow, None)  # the handshake's, kept while the socket lived
         reason = flow.error.msg if flow.error else None
         for done in session.close(reason):
             self._record_circuit(done)

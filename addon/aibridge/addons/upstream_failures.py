@@ -2,8 +2,9 @@
 (refused, DNS, TLS, a timeout, a stream cut mid-way), and the upstream timeout itself.
 
 mitmproxy answers such failures with an HTML page and cuts broken streams; the `mitm_shim`
-replaces that, for bridged connections only, with the JSON error or the error event the core
-prepared on the exchange. Every other connection keeps mitmproxy's own behaviour.
+replaces that, for provider connections only, with the JSON error or the error event the core's
+error hook put in the connection's handover (`Runtime.handovers`). Every other connection keeps
+mitmproxy's own behaviour.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import weakref
 
 from mitmproxy import connection, ctx, http, tls
 
@@ -27,9 +27,6 @@ logger = logging.getLogger("aibridge")
 class UpstreamFailures:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        # Provider connections, with what their next mitmproxy-made error should say.
-        self._handovers: weakref.WeakKeyDictionary[connection.Client, mitm_shim.Handover] = (
-            weakref.WeakKeyDictionary())
 
     def running(self) -> None:
         problems = mitm_shim.install(self._take)
@@ -43,12 +40,12 @@ class UpstreamFailures:
         too, which never reaches a hook) become JSON in its API's shape."""
         provider = self.runtime.settings.registry.for_host(data.conn.sni)
         if provider is not None:
-            self._handovers[data.conn] = self._generic(provider.api.errors)
+            self.runtime.handovers[data.conn] = self._generic(provider.api.errors)
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         ex = self.runtime.exchanges.get(flow)
         if ex is not None:  # a new request: nothing prepared for an earlier one carries over
-            self._handovers[flow.client_conn] = self._generic(ex.provider.api.errors)
+            self.runtime.handovers[flow.client_conn] = self._generic(ex.provider.api.errors)
 
     @staticmethod
     def _generic(shape: ErrorShape) -> mitm_shim.Handover:
@@ -61,24 +58,17 @@ class UpstreamFailures:
         timeout = self.runtime.settings.config.resilience.upstream_timeout
         ex.timer = asyncio.get_running_loop().call_later(timeout, self._time_out, flow, timeout)
 
-    def error(self, flow: http.HTTPFlow) -> None:
-        ex = self.runtime.exchanges.get(flow)
-        handover = self._handovers.get(flow.client_conn)
-        if ex is None or handover is None:
-            return
-        handover.response, handover.tail = ex.explanation, ex.stream_tail
-
     def _take(self, client: connection.Client) -> mitm_shim.Handover | None:
-        handover = self._handovers.get(client)
+        handover = self.runtime.handovers.get(client)
         if handover is None:
             return None
         # Used once: the next error on this connection starts from the generic answer again.
-        self._handovers[client] = mitm_shim.Handover(handover.generic)
+        self.runtime.handovers[client] = mitm_shim.Handover(handover.generic)
         return handover
 
     def _time_out(self, flow: http.HTTPFlow, seconds: float) -> None:
         ex = self.runtime.exchanges.get(flow)
-        if ex is None or ex.ended or flow.response is not None:
+        if ex is None or flow.response is not None:
             return
         ex.timed_out = seconds
         if not mitm_shim.close_server_connection(ctx.master.addons.get("proxyserver"), flow):

@@ -5,9 +5,12 @@ Phases (`Exchange.phase`), in order; every flow ends exactly once, in `finish.en
     HEADERS ──▶ (refused: a bridge-made error, ended at once) ─────┐
        │                                                           │
        ▼                                                           ▼
-    FORWARDED ──▶ RESPONDED ──▶ (STREAMING) ──────────────────▶ ENDED
-       │  (on the wire)  (headers back)  (a tapped SSE body)        ▲
+    FORWARDED ──▶ response headers ──▶ (a tapped SSE body) ────▶ ENDED
+       │  (on the wire)                                             ▲
        └──────────── upstream failure, client cancel ───────────────┘
+
+An ended exchange leaves `Runtime.exchanges`: nothing of it (the credential included) outlives
+the interception.
 
 A WebSocket handshake that succeeds (101) leaves the HTTP phases to a socket session, whose
 responses are interceptions of their own, each ended by `finish.end_socket_response`.
@@ -19,8 +22,6 @@ import asyncio
 import enum
 import time
 from dataclasses import dataclass, field
-
-from mitmproxy import http
 
 from aibridge.admission.credential import UpstreamCredential
 from aibridge.intercept import Actor, CredentialInfo, Interception
@@ -39,7 +40,6 @@ class Caller:
 class Phase(enum.Enum):
     HEADERS = "headers"
     FORWARDED = "forwarded"
-    RESPONDED = "responded"
     ENDED = "ended"
 
 
@@ -63,9 +63,6 @@ class Exchange:
     circuit_open: bool = False  # refused because the breaker is open
     pool_error: str | None = None  # rate_limited | auth_failed when the key pool ran out
     started_mono: float = field(default_factory=time.monotonic)
-    # What the client is told when the upstream fails below HTTP (see addons.upstream_failures):
-    explanation: http.Response | None = None  # instead of mitmproxy's HTML error page
-    stream_tail: bytes | None = None  # the error event that ends a stream cut mid-way
 
     @property
     def api(self) -> WireApi | None:

@@ -3,15 +3,12 @@ Token conventions: see `aibridge.summary`."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from mitmproxy.http import Headers
 
 from aibridge.errors.shapes import ANTHROPIC_ERRORS
 from aibridge.intercept import parse_bearer
-from aibridge.providers.base import NO_PARAMS, CredentialSlot, ProviderApi, RequestInfo, WireApi
+from aibridge.providers.base import CredentialSlot, ProviderApi, WireApi
 from aibridge.providers.jsonfields import (
-    UNKNOWN_MODEL,
     _content_text,
     _d,
     _dumps,
@@ -127,15 +124,15 @@ class MessagesAccumulator(StreamAccumulator):
 class Messages(WireApi):
     name = "messages"
     title = "Anthropic Messages"
+    path = "/messages"
 
-    def match(self, method: str, path: str) -> Mapping[str, str] | None:
-        return NO_PARAMS if method == "POST" and path == "/messages" else None
-
-    def request_info(self, body: object, params: Mapping[str, str] = NO_PARAMS) -> RequestInfo:
-        if not isinstance(body, dict):
-            return RequestInfo(UNKNOWN_MODEL, False, None)
-        return RequestInfo(_s(body.get("model")) or UNKNOWN_MODEL, body.get("stream") is True,
-                           _correlating(body))
+    def correlating_tool_call_id(self, body: dict) -> str | None:
+        # All results of a turn are submitted together, so any one id links the turns.
+        for block in reversed(_list(_last(body.get("messages")).get("content"))):
+            block = _d(block)
+            if block.get("type") == "tool_result" and (tool_id := _s(block.get("tool_use_id"))):
+                return tool_id
+        return None
 
     def accumulator(self) -> MessagesAccumulator:
         return MessagesAccumulator()
@@ -198,15 +195,6 @@ class Messages(WireApi):
     def recognises(self, name: str | None, obj: object, data: str) -> int:
         kind = obj.get("type") if isinstance(obj, dict) else None
         return 2 if name in _EVENT_TYPES or kind in _EVENT_TYPES else 0
-
-
-def _correlating(body: dict) -> str | None:
-    # All results of a turn are submitted together, so any one id links the turns.
-    for block in reversed(_list(_last(body.get("messages")).get("content"))):
-        block = _d(block)
-        if block.get("type") == "tool_result" and (tool_id := _s(block.get("tool_use_id"))):
-            return tool_id
-    return None
 
 
 MESSAGES = Messages()

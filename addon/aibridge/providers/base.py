@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 from mitmproxy.http import Headers
 
 from aibridge.errors.envelope import ErrorShape
+from aibridge.providers.jsonfields import UNKNOWN_MODEL, _s
 from aibridge.providers.stream import StreamAccumulator
 from aibridge.sse import SSEEvent
 from aibridge.summary import ResponseSummary
@@ -43,16 +44,29 @@ class WireApi(ABC):
 
     name: ClassVar[str]  # the route kind in records and flow metadata: "chat", "messages", ...
     title: ClassVar[str]  # for people: "OpenAI Chat Completions"
+    path: ClassVar[str]  # the POST path it bridges, below the base path (see `match`)
     websocket: ClassVar[bool] = False  # also spoken over a WebSocket, one event per frame
 
-    @abstractmethod
     def match(self, method: str, path: str) -> Mapping[str, str] | None:
         """Parameters taken from the path (e.g. a model) when this API bridges `method` `path`,
-        else None. `path` is below the provider's base path, without the query."""
+        else None. `path` is below the provider's base path, without the query. The default
+        bridges `POST <path>` and takes nothing from it; an API with the model in its path
+        overrides this (and `request_info`)."""
+        return NO_PARAMS if method == "POST" and path == self.path else None
+
+    def request_info(self, body: object, params: Mapping[str, str] = NO_PARAMS) -> RequestInfo:
+        """Model, streaming flag and the tool-call id whose results this request submits.
+
+        `stream` must be JSON `true`: a string "true" or 1 would make the upstream answer with
+        JSON while we expected SSE (or the reverse)."""
+        if not isinstance(body, dict):
+            return RequestInfo(UNKNOWN_MODEL, False, None)
+        return RequestInfo(_s(body.get("model")) or UNKNOWN_MODEL, body.get("stream") is True,
+                           self.correlating_tool_call_id(body))
 
     @abstractmethod
-    def request_info(self, body: object, params: Mapping[str, str] = NO_PARAMS) -> RequestInfo:
-        """Model, streaming flag and the tool-call id whose results this request submits."""
+    def correlating_tool_call_id(self, body: dict) -> str | None:
+        """The id of the tool call whose result this request submits, if it does."""
 
     @abstractmethod
     def accumulator(self) -> StreamAccumulator:

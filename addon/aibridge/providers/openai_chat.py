@@ -4,12 +4,10 @@ OpenAI-compatible providers speak it. Token conventions: see `aibridge.summary`.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from typing import Any
 
-from aibridge.providers.base import NO_PARAMS, RequestInfo, WireApi
+from aibridge.providers.base import WireApi
 from aibridge.providers.jsonfields import (
-    UNKNOWN_MODEL,
     _content_text,
     _d,
     _idx,
@@ -148,19 +146,11 @@ class ChatAccumulator(StreamAccumulator):
 class ChatCompletions(WireApi):
     name = "chat"
     title = "OpenAI Chat Completions"
+    path = "/chat/completions"
 
-    def match(self, method: str, path: str) -> Mapping[str, str] | None:
-        return NO_PARAMS if method == "POST" and path == "/chat/completions" else None
-
-    def request_info(self, body: object, params: Mapping[str, str] = NO_PARAMS) -> RequestInfo:
-        # `stream` must be JSON `true`: a string "true" or 1 would make the upstream answer
-        # with JSON while we expected SSE (or the reverse). The same holds for every API.
-        if not isinstance(body, dict):
-            return RequestInfo(UNKNOWN_MODEL, False, None)
+    def correlating_tool_call_id(self, body: dict) -> str | None:
         last = _last(body.get("messages"))
-        correlating = _s(last.get("tool_call_id")) if last.get("role") == "tool" else None
-        return RequestInfo(_s(body.get("model")) or UNKNOWN_MODEL, body.get("stream") is True,
-                           correlating)
+        return _s(last.get("tool_call_id")) if last.get("role") == "tool" else None
 
     def accumulator(self) -> ChatAccumulator:
         return ChatAccumulator()

@@ -4,11 +4,8 @@ Token conventions: see `aibridge.summary`."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-from aibridge.providers.base import NO_PARAMS, RequestInfo, WireApi
+from aibridge.providers.base import WireApi
 from aibridge.providers.jsonfields import (
-    UNKNOWN_MODEL,
     _content_text,
     _d,
     _idx,
@@ -118,20 +115,14 @@ class ResponsesAccumulator(StreamAccumulator):
 class Responses(WireApi):
     name = "responses"
     title = "OpenAI Responses"
+    path = "/responses"
     websocket = True
 
-    def match(self, method: str, path: str) -> Mapping[str, str] | None:
-        return NO_PARAMS if method == "POST" and path == "/responses" else None
-
-    def request_info(self, body: object, params: Mapping[str, str] = NO_PARAMS) -> RequestInfo:
-        if not isinstance(body, dict):
-            return RequestInfo(UNKNOWN_MODEL, False, None)
+    def correlating_tool_call_id(self, body: dict) -> str | None:
         last = _last(body.get("input"))
-        correlating = None
         if last.get("type") in ("function_call_output", "custom_tool_call_output"):
-            correlating = _s(last.get("call_id"))
-        return RequestInfo(_s(body.get("model")) or UNKNOWN_MODEL, body.get("stream") is True,
-                           correlating)
+            return _s(last.get("call_id"))
+        return None
 
     def accumulator(self) -> ResponsesAccumulator:
         return ResponsesAccumulator()

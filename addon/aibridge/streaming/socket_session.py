@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from aibridge.intercept import Actor, CredentialInfo, Interception
 from aibridge.keys.circuit import Admission
 from aibridge.observe.clients import ClientInfo
-from aibridge.providers.base import WireApi
+from aibridge.providers.base import RequestInfo, WireApi
 from aibridge.providers.stream import StreamAccumulator
 from aibridge.sse import SSEEvent
 from aibridge.summary import ResponseSummary
@@ -60,8 +60,9 @@ class SocketSession:
         self.client, self.user_agent, self.server = client, user_agent, server
         self._open: deque[_Open] = deque()  # responses run in order on one socket
 
-    def client_frame(self, text: str) -> tuple[Interception, dict] | None:
-        """A frame from the client; returns the interception it opened and its request body."""
+    def client_frame(self, text: str) -> tuple[Interception, dict, RequestInfo] | None:
+        """A frame from the client; returns the interception it opened, its request body and
+        the facts read from it."""
         try:
             frame = json.loads(text)
         except ValueError:
@@ -79,7 +80,7 @@ class SocketSession:
             correlating_tool_call_id=(storable(info.correlating_tool_call_id)
                                       if info.correlating_tool_call_id else None))
         self._open.append(_Open(interception, self.api.accumulator()))
-        return interception, body
+        return interception, body, info
 
     def admitted(self, interception: Interception, circuit: Admission | None) -> None:
         """The admission pipeline let the response through, holding `circuit`."""
