@@ -156,6 +156,9 @@ def test_postgres_outage_loses_nothing_and_slows_nothing(fake, make_bridge, post
         for _ in range(5):  # served normally while the database is down
             reply = client.chat.completions.create(model="gpt-during", messages=MESSAGES)
             assert reply.choices[0].message.content == "Hello from fake"
+        # The writer runs apart from the request path: wait until it has met the outage, so
+        # the records above really go through the spool rather than racing the restart.
+        bridge.wait_for_log(r"unavailable .*spooling records", timeout=30)
     finally:
         postgres.start()
     client.chat.completions.create(model="gpt-after", messages=MESSAGES)
