@@ -180,3 +180,34 @@ def test_systemd_analyze_verify(tmp_path):
     result = subprocess.run([analyze, "verify", f"--root={tmp_path}", "aibridge.service"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+
+
+def pins(name: str) -> dict[str, str]:
+    found = {}
+    for line in (ROOT / name).read_text().splitlines():
+        if line and not line.startswith(("#", "-r")):
+            package, _, version = line.partition("==")
+            found[package.lower().replace("_", "-")] = version
+    return found
+
+
+def test_the_runtime_lock_pins_what_runs_and_no_development_tool():
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    runtime, dev = pins("requirements.lock"), pins("requirements-dev.lock")
+    wanted = [*project["dependencies"], *project["optional-dependencies"]["otlp"]]
+    for spec in wanted:
+        req = Requirement(spec)
+        name = req.name.lower().replace("_", "-")
+        assert name in runtime, f"{name} is not pinned in requirements.lock"
+        assert req.specifier.contains(runtime[name]), f"{name}=={runtime[name]} vs {spec}"
+    for spec in project["optional-dependencies"]["test"]:
+        name = Requirement(spec).name.lower()
+        assert name not in runtime, f"test tool {name} in the runtime lock"
+        assert name in dev, f"test tool {name} is not pinned in requirements-dev.lock"
+    assert not set(runtime) & set(dev), "a package pinned twice"
+    assert (ROOT / "requirements-dev.lock").read_text().splitlines()[2] == "-r requirements.lock"
+    assert "-r requirements-dev.lock" in (ROOT / "scripts" / "setup").read_text()
