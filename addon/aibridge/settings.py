@@ -68,6 +68,13 @@ class Settings:
                              else self.base_dir / pc.keys_file)
         return files
 
+    def warnings(self) -> list[str]:
+        """Start-up lines worth a warning: a set-up that starts but is probably not meant."""
+        return [f"provider {p.name}: credentials = \"auto\" but no central keys, so every "
+                "request must carry the user's own provider key; a client sending its proxy "
+                "token as the key gets 401 (give it keys, or set credentials = \"byok\")"
+                for p in self.registry.providers if p.credentials == "auto" and not p.pool]
+
     def describe(self) -> list[str]:
         """Start-up lines: what is decrypted, with how many keys (never keys), who may connect."""
         lines = []

@@ -64,3 +64,13 @@ def test_invalid_config_is_rejected_and_the_old_settings_stay(reloadable, fake):
     reloadable.wait_for_log(r"reload rejected, keeping the current settings: .*not valid TOML")
     reply = reloadable.openai().chat.completions.create(model="gpt-4o", messages=MESSAGES)
     assert reply.choices[0].message.content == "Hello from fake"
+
+
+def test_auto_credentials_without_central_keys_is_a_startup_warning(fake, make_bridge):
+    """`credentials = "auto"` with no keys starts (users may bring their own), but says so: a
+    client that sends its proxy token as the key would otherwise meet a bare 401."""
+    bridge = make_bridge(provider_config(fake.url), env={"AIBRIDGE_ANTHROPIC_KEYS": ""})
+    bridge.stop()
+    warned = [line for line in bridge.log().splitlines() if "no central keys, so" in line]
+    assert len(warned) == 1 and "provider anthropic" in warned[0], bridge.log_tail()
+    assert "openai" not in warned[0]  # openai has its keys

@@ -65,6 +65,8 @@ class Configuration:
             self.runtime.apply(settings)
             for line in settings.describe():
                 logger.info(f"aibridge: {line}")
+            for line in settings.warnings():
+                logger.warning(f"aibridge: {line}")
             logger.info(f"aibridge: {self._reporting_summary()}")
         elif self.runtime.settings_or_none and updated & {"mode", "listen_host", "listen_port"}:
             self.guard_open_proxy(self.runtime.settings)
@@ -123,6 +125,8 @@ class Configuration:
         logger.info("aibridge: configuration reloaded")
         for line in settings.describe():
             logger.info(f"aibridge: {line}")
+        for line in settings.warnings():
+            logger.warning(f"aibridge: {line}")
         return True
 
     def _fingerprint(self) -> tuple:
