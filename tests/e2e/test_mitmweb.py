@@ -13,6 +13,7 @@ Nothing is skipped: without Chromium the test fails and says how to install it.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import re
 import secrets
@@ -187,6 +188,11 @@ def test_mitmweb_shows_actor_hint_and_sse_view_never_the_key(
         message = client.messages.create(model="claude-sonnet-5", max_tokens=16,
                                          messages=[{"role": "user", "content": "hi"}])
         assert message.content[0].text == TEXT
+    with mitmweb.openai(timeout=WAIT) as client:  # refused by the bridge: a ⛔ row
+        bad = client._client.post("https://api.openai.com/v1/chat/completions?bad=json",
+                                  content=b"{not json",
+                                  headers={"content-type": "application/json"})
+        assert bad.status_code == 400
 
     # The comments are written when each exchange is done.
     def done() -> tuple[dict, dict] | None:
@@ -195,10 +201,12 @@ def test_mitmweb_shows_actor_hint_and_sse_view_never_the_key(
         return (chat, messages) if chat and messages else None
 
     chat, messages = wait_for("both bridged flows with a comment", done)
-    assert chat["comment"] == (f"alice → openai gpt-4o · key {OPENAI_HINT} · in 11 out 7 · "
-                               "completed")
-    assert messages["comment"].startswith(f"alice → anthropic claude-sonnet-5 · key "
-                                          f"{ANTHROPIC_HINT} · in 11 out 7 · completed")
+    assert chat["comment"] == f"alice · gpt-4o · ok · 11→7 tok · openai · key {OPENAI_HINT}"
+    assert messages["comment"] == (f"alice · claude-sonnet-5 · ok · 11→7 tok · anthropic · "
+                                   f"key {ANTHROPIC_HINT}")
+    refused = bridged(mitmweb.flows(), "/v1/chat/completions?bad=json")
+    assert refused is not None and refused["comment"].startswith("alice · rejected 400 · ")
+    assert refused["marked"] == "⛔"
 
     # -- REST: no key in the flow list, the flow dump or the options; the SSE view -------------
     listing = mitmweb.rest("/flows").decode()
@@ -255,8 +263,15 @@ def look_at_flow(browser: Any, mitmweb: MitmwebProcess) -> dict[str, str]:
     row = wait_for("the chat flow in the flow list", lambda: browser.find_element(
         By.XPATH, "//div[contains(@class,'flow-table')]//tr[contains(., 'chat/completions')]"))
     pages["flow list"] = browser.page_source
-    # The comment column: actor, provider, model, key hint, tokens, outcome at a glance.
-    assert f"alice → openai gpt-4o · key {OPENAI_HINT} · in 11 out 7 · completed" in row.text
+    # The comment column is narrow and has no tooltip: what shows must name who, which model
+    # and whether it worked.
+    visible = visible_comment(browser, row)
+    assert visible.startswith("alice · gpt-4o · ok"), visible
+    refused = browser.find_element(
+        By.XPATH, "//div[contains(@class,'flow-table')]//tr[contains(., 'bad=json')]")
+    assert visible_comment(browser, refused).startswith("alice · rejected 400")
+    assert drawn_in_colour(refused.find_element(By.CLASS_NAME, "marker")), \
+        "the ⛔ marker is not drawn (no emoji font? run scripts/install-chromium)"
     row.click()
 
     request = open_tab("Request", lambda text: OPENAI_HINT in text)
@@ -271,6 +286,34 @@ def look_at_flow(browser: Any, mitmweb: MitmwebProcess) -> dict[str, str]:
     SCREENSHOT.unlink(missing_ok=True)
     assert browser.save_screenshot(str(SCREENSHOT))
 
-    comment = open_tab("Comment", lambda text: "alice →" in text)
+    comment = open_tab("Comment", lambda text: "alice ·" in text)
     assert f"key {OPENAI_HINT}" in comment
     return pages
+
+
+def visible_comment(browser: Any, row: Any) -> str:
+    """The leading part of a row's comment that fits inside its cell, measured by the browser:
+    the longest prefix of the cell's text whose rendered width is within the cell."""
+    from selenium.webdriver.common.by import By
+
+    cell = row.find_element(By.CLASS_NAME, "col-comment")
+    return browser.execute_script("""
+        const cell = arguments[0], text = cell.firstChild;
+        if (!text) return "";
+        const box = cell.getBoundingClientRect(), range = document.createRange();
+        let fits = 0;
+        for (let n = 1; n <= text.length; n++) {
+            range.setStart(text, 0); range.setEnd(text, n);
+            if (range.getBoundingClientRect().right > box.right) break;
+            fits = n;
+        }
+        return text.textContent.slice(0, fits);""", cell)
+
+
+def drawn_in_colour(element: Any) -> bool:
+    """Whether an element's pixels hold a saturated colour: an emoji is drawn in colour, while
+    a missing glyph is an empty grey box."""
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(element.screenshot_as_png)).convert("RGB")
+    return any(max(p) - min(p) > 120 for p in image.get_flattened_data())

@@ -84,4 +84,5 @@ def test_each_bridged_request_has_an_interception(fake, make_bridge):
     assert second["outcome"] == "completed"
     assert first["usage"]["output_tokens"] == 7
     assert passthrough["kind"] == "passthrough" and "interception" not in passthrough
-    assert flows[1].comment.startswith("alice → anthropic claude-opus-5 · key sk-a...efgh")
+    assert flows[1].comment.startswith("alice · claude-opus-5 · ok · ")
+    assert flows[1].comment.endswith(" · anthropic · key sk-a...efgh")

@@ -37,12 +37,12 @@ def rejected(flow: http.HTTPFlow, error: ResponseError) -> None:
     meta = flow.metadata.get(KEY, {})
     meta.update(outcome="rejected",
                 error={"status": error.status, "message": storable(error.message)})
-    flow.comment = printable(f"aibridge rejected: {error.status} {error.message}", limit=500)
+    actor = meta.get("actor", {}).get("id", "?")
+    flow.comment = printable(f"{actor} · rejected {error.status} · {error.message}", limit=500)
     flow.marked = ":no_entry:"
     access.info(printable(
         f"aibridge: rejected {flow.request.method} {flow.request.path.split('?')[0]} "
-        f"from {meta.get('actor', {}).get('id', '?')}: {error.status} {error.message}",
-        limit=2000))
+        f"from {actor}: {error.status} {error.message}", limit=2000))
 
 
 def outcome(flow: http.HTTPFlow, outcome: str, reason: str | None) -> None:
@@ -85,18 +85,24 @@ def socket_interception(flow: http.HTTPFlow, interception: Interception,
     meta.setdefault("interceptions", []).append(entry)
     actor = meta["actor"]["id"]
     count = len(meta["interceptions"])
-    flow.comment = (f"websocket · {count} response(s) · last: "
-                    + comment(actor, interception, summary, outcome, reason))
+    flow.comment = (f"{actor} · websocket · {count} response(s) · last: "
+                    + comment(None, interception, summary, outcome, reason))
     log(actor, interception, "ws", summary, outcome, reason)
 
 
-def comment(actor: str, interception: Interception, summary: ResponseSummary | None,
+# mitmweb's comment column shows about 25 characters and has no tooltip: what a person scans
+# for comes first (who, which model, did it work, how big), the rest after.
+OUTCOME_LABELS = {"completed": "ok"}
+
+
+def comment(actor: str | None, interception: Interception, summary: ResponseSummary | None,
             outcome: str, reason: str | None) -> str:
-    tokens = (f"in {summary.input_tokens} out {summary.output_tokens}"
+    tokens = (f"{summary.input_tokens}→{summary.output_tokens} tok"
               if summary is not None else "no usage")
-    return printable(f"{actor} → {interception.provider} {interception.model} · key "
-                     f"{interception.credential.hint} · {tokens} · {outcome}"
-                     + (f": {reason}" if reason else ""), limit=500)
+    lead = [actor] if actor is not None else []
+    parts = [*lead, interception.model or "?", OUTCOME_LABELS.get(outcome, outcome), tokens,
+             interception.provider, f"key {interception.credential.hint}"]
+    return printable(" · ".join(parts) + (f" · {reason}" if reason else ""), limit=500)
 
 
 def log(actor: str, interception: Interception, status: object,
