@@ -106,13 +106,14 @@ def postgres_url(postgres: PostgresServer) -> Iterator[str]:
 def interception(iid: str | None = None, *, actor: str = "alice", model: str = "claude-x",
                  started_at: float = 1_767_225_600.0, outcome: str = "completed",
                  tokens: tuple[int, int, int, int] | None = (100, 20, 5, 7),
-                 ended: bool = True) -> list[Record]:
+                 ended: bool = True, provider_type: str = "anthropic",
+                 extra: dict[str, int] | None = None) -> list[Record]:
     """The records of one interception: start, one token usage, a prompt, a tool call, end."""
     iid = iid or str(uuid.uuid4())
     records: list[Record] = [InterceptionStarted(
         id=iid, started_at=started_at, actor_id=actor,
-        actor_metadata={"Username": actor, "Team": "ml"}, provider="anthropic",
-        provider_type="anthropic", route="/v1/messages", model=model, streaming=True,
+        actor_metadata={"Username": actor, "Team": "ml"}, provider=provider_type,
+        provider_type=provider_type, route="/v1/messages", model=model, streaming=True,
         transport="http", client="Claude Code", client_session_id="sess-1",
         user_agent="claude-cli/2.0", credential_kind="centralized", credential_hint="sk-a...wxyz",
         credential_length=48, correlating_tool_call_id=None)]
@@ -120,7 +121,7 @@ def interception(iid: str | None = None, *, actor: str = "alice", model: str = "
         records.append(TokenUsage(interception_id=iid, msg_id="msg_1", input_tokens=tokens[0],
                                   output_tokens=tokens[1], cache_read_tokens=tokens[2],
                                   cache_write_tokens=tokens[3],
-                                  extra={"web_search_requests": 1},
+                                  extra={"web_search_requests": 1} if extra is None else extra,
                                   created_at=started_at + 0.5))
     records.append(PromptUsage(interception_id=iid, msg_id="msg_1", prompt="fix the tests",
                                truncated=False, created_at=started_at + 0.1))

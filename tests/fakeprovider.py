@@ -331,6 +331,13 @@ def responses_events(n: int, req: dict[str, Any]) -> list[dict[str, Any]]:
     ``req``. Public so tests can script variations of the default sequence.
     """
     done = _responses_done(n, req)
+    if req.get("generate") is False:
+        # A warm-up (Codex sends one before each turn): the response is created and completed
+        # at once, with no output and no usage.
+        empty = {**done, "output": [], "usage": None}
+        return [{**p, "sequence_number": i} for i, p in enumerate([
+            {"type": "response.created", "response": {**empty, "status": "in_progress"}},
+            {"type": "response.completed", "response": empty}])]
     item = done["output"][0]
     part = item["content"][0]
     pending = {**done, "status": "in_progress", "output": [], "usage": None}

@@ -73,8 +73,8 @@ def test_schema_round_trip_and_report_on_postgres(postgres_url: str, tmp_path: P
         assert jsonb == 2  # metadata is real JSONB: queryable
         assert table_counts(engine) == {"interceptions": 2, "interception_ends": 2,
                                         "token_usages": 2, "prompt_usages": 3, "tool_usages": 2}
-        assert report == [UsageRow("2026-01-01", "alice", "claude-x", 1, 1, 100, 20, 5, 7),
-                          UsageRow("2026-01-02", "bob", "claude-x", 1, 0, 100, 20, 5, 7)]
+        assert report == [UsageRow("2026-01-01", "alice", "claude-x", 1, 1, 0, 100, 20, 5, 7, 0),
+                          UsageRow("2026-01-02", "bob", "claude-x", 1, 0, 0, 100, 20, 5, 7, 0)]
     finally:
         engine.dispose()
 

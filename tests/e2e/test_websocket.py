@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from mitmproxy import io
 from websockets.exceptions import InvalidStatus
 
@@ -122,3 +128,48 @@ def test_codex_with_chatgpt_sign_in_is_byok_and_the_rest_of_chatgpt_untouched(fa
     bridge.wait_for_log(r"provider=chatgpt model=gpt-5-codex stream=True status=ws "
                         r"credential=byok:eyJh\.\.\.\.sig")
     bridge.stop()
+
+
+def interception_rows(bridge) -> list[dict]:
+    engine = sa.create_engine(f"sqlite:///{bridge.workdir}/data/aibridge.db")
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(sa.text(
+            "SELECT i.model, i.transport, i.route, e.outcome, e.status FROM interceptions i "
+            "JOIN interception_ends e ON e.id = i.id ORDER BY i.started_at"))]
+
+
+def test_codex_warm_ups_are_recorded_as_warm_ups_and_not_counted(fake, make_bridge):
+    """Codex sends `response.create` with `generate: false` before each turn: it produces
+    nothing and must not count as a request in the usage report."""
+    bridge = make_bridge(provider_config(fake.url))
+    with connect(bridge) as conn:
+        conn.response.create(model="gpt-5-codex", input="x", generate=False)
+        assert until_done(conn)[-1].type == "response.completed"
+        conn.response.create(model="gpt-5-codex", input="say hi")
+        assert until_done(conn)[-1].type == "response.completed"
+    assert [f.get("generate") for f in fake.ws_frames
+            if f.get("type") == "response.create"] == [False, None]
+    bridge.wait_for_log(r"outcome=warmup")
+    bridge.stop()
+    assert [r["outcome"] for r in interception_rows(bridge)] == ["warmup", "completed"]
+    report = subprocess.run(
+        [str(Path(sys.executable).with_name("aibridge")), "usage", "--format", "json",
+         "--config", str(bridge.config_path)], capture_output=True, text=True, check=True,
+        timeout=60, cwd=bridge.workdir, env={**os.environ,
+                                             "AIBRIDGE_DATA_DIR": str(bridge.workdir / "data")})
+    (row,) = json.loads(report.stdout)
+    assert (row["requests"], row["warmups"]) == (1, 1)
+
+
+def test_a_websocket_upgrade_the_provider_refuses_is_logged_and_recorded(fake, make_bridge):
+    bridge = make_bridge(provider_config(fake.url))
+    fake.enqueue_ws(WsReply(reject_status=429, reject_body={"error": {
+        "message": "Rate limit reached", "type": "rate_limit_error", "param": None,
+        "code": "rate_limit_exceeded"}}))
+    with pytest.raises(InvalidStatus), connect(bridge):
+        pass
+    bridge.wait_for_log(r"actor=alice provider=openai .*status=429 .*outcome=failed")
+    bridge.stop()
+    (row,) = interception_rows(bridge)
+    assert (row["transport"], row["route"], row["outcome"], row["status"]) == (
+        "websocket", "/v1/responses", "failed", 429)

@@ -38,13 +38,20 @@ def seed() -> list[Record]:
                             tokens=None)
     second = interception(actor="bob", model="claude", started_at=DAY2 + 10, ended=False)
     records += [*second, second[1]]  # a second upstream call of the same interception
+    # OpenAI reports input including the cached part and reasoning inside the output.
+    records += interception(actor="carol", model="gpt-5", started_at=DAY2 + 20,
+                            provider_type="openai", tokens=(1000, 300, 800, 0),
+                            extra={"output_reasoning": 120})
+    records += interception(actor="carol", model="gpt-5", started_at=DAY2 + 30,
+                            provider_type="openai", outcome="warmup", tokens=None)
     return records
 
 
 EXPECTED = [
-    UsageRow("2026-01-01", "alice", "claude", 3, 1, 101, 22, 8, 11),
-    UsageRow("2026-01-02", "alice", "gpt", 1, 1, 0, 0, 0, 0),
-    UsageRow("2026-01-02", "bob", "claude", 1, 0, 200, 40, 10, 14),
+    UsageRow("2026-01-01", "alice", "claude", 3, 1, 0, 101, 22, 8, 11, 0),
+    UsageRow("2026-01-02", "alice", "gpt", 1, 1, 0, 0, 0, 0, 0, 0),
+    UsageRow("2026-01-02", "bob", "claude", 1, 0, 0, 200, 40, 10, 14, 0),
+    UsageRow("2026-01-02", "carol", "gpt-5", 1, 0, 1, 200, 300, 800, 0, 120),
 ]
 
 
@@ -69,11 +76,11 @@ def test_groups_by_day_actor_model(db: tuple[Path, sa.Engine]) -> None:
 
 def test_filters(db: tuple[Path, sa.Engine]) -> None:
     engine = db[1]
-    assert rows(engine, actor="bob") == EXPECTED[2:]
+    assert rows(engine, actor="bob") == EXPECTED[2:3]
     assert rows(engine, since=datetime(2026, 1, 2, tzinfo=UTC)) == EXPECTED[1:]
     assert rows(engine, since=datetime.fromtimestamp(DAY1 + 61, UTC)) == [
-        UsageRow("2026-01-01", "alice", "claude", 1, 0, 0, 0, 0, 0), *EXPECTED[1:]]
-    assert rows(engine, actor="carol") == []
+        UsageRow("2026-01-01", "alice", "claude", 1, 0, 0, 0, 0, 0, 0, 0), *EXPECTED[1:]]
+    assert rows(engine, actor="dave") == []
 
 
 def test_parse_since() -> None:
@@ -92,11 +99,11 @@ def test_parse_since() -> None:
 def test_table_is_aligned_with_a_total() -> None:
     text = render(EXPECTED, "table")
     lines = text.splitlines()
-    assert lines[0].split() == ["day", "actor", "model", "requests", "failed", "input",
-                                "output", "cache_read", "cache_write"]
-    assert lines[1].split() == ["2026-01-01", "alice", "claude", "3", "1", "101", "22", "8",
-                                "11"]
-    assert lines[-1].split() == ["total", "5", "2", "301", "62", "18", "25"]
+    assert lines[0].split() == ["day", "actor", "model", "requests", "failed", "warmups",
+                                "input", "output", "cache_read", "cache_write", "reasoning"]
+    assert lines[1].split() == ["2026-01-01", "alice", "claude", "3", "1", "0", "101", "22",
+                                "8", "11", "0"]
+    assert lines[-1].split() == ["total", "6", "2", "1", "501", "362", "818", "25", "120"]
     # Numbers are right-aligned under their header.
     assert {len(line) for line in lines} == {len(lines[0])}
     assert render([], "table") == "no recorded interceptions\n"
@@ -105,14 +112,14 @@ def test_table_is_aligned_with_a_total() -> None:
 def test_json_and_csv() -> None:
     data = json.loads(render(EXPECTED, "json"))
     assert data[0] == {"day": "2026-01-01", "actor": "alice", "model": "claude", "requests": 3,
-                       "failed": 1, "input": 101, "output": 22, "cache_read": 8,
-                       "cache_write": 11}
+                       "failed": 1, "warmups": 0, "input": 101, "output": 22, "cache_read": 8,
+                       "cache_write": 11, "reasoning": 0}
     parsed = list(csv.DictReader(io.StringIO(render(EXPECTED, "csv"))))
-    assert len(parsed) == 3 and parsed[2]["actor"] == "bob" and parsed[2]["input"] == "200"
+    assert len(parsed) == 4 and parsed[2]["actor"] == "bob" and parsed[2]["input"] == "200"
     assert json.loads(render([], "json")) == []
     assert render([], "csv").strip() == ",".join(
-        ["day", "actor", "model", "requests", "failed", "input", "output", "cache_read",
-         "cache_write"])
+        ["day", "actor", "model", "requests", "failed", "warmups", "input", "output",
+         "cache_read", "cache_write", "reasoning"])
 
 
 def write_config(tmp_path: Path, url: str) -> Path:
@@ -132,9 +139,10 @@ def test_usage_command(db: tuple[Path, sa.Engine], tmp_path: Path,
                      "--actor", "alice", "--since", "2026-01-02"]) == 0
     assert json.loads(capsys.readouterr().out) == [
         {"day": "2026-01-02", "actor": "alice", "model": "gpt", "requests": 1, "failed": 1,
-         "input": 0, "output": 0, "cache_read": 0, "cache_write": 0}]
+         "warmups": 0, "input": 0, "output": 0, "cache_read": 0, "cache_write": 0,
+         "reasoning": 0}]
     assert cli.main(["usage", "--config", str(config), "--format", "csv"]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 4
+    assert len(capsys.readouterr().out.splitlines()) == 5
 
 
 def test_usage_command_default_database(db: tuple[Path, sa.Engine], tmp_path: Path,
@@ -142,7 +150,7 @@ def test_usage_command_default_database(db: tuple[Path, sa.Engine], tmp_path: Pa
                                         capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("AIBRIDGE_DATA_DIR", str(tmp_path))
     assert cli.main(["usage", "--format", "json"]) == 0
-    assert len(json.loads(capsys.readouterr().out)) == 3
+    assert len(json.loads(capsys.readouterr().out)) == 4
 
 
 def test_usage_command_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

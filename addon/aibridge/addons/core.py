@@ -21,7 +21,7 @@ from aibridge.errors.envelope import ResponseError
 from aibridge.errors.proxy_failures import interrupted, is_client_cancel, unreachable
 from aibridge.flow import finish
 from aibridge.flow.exchange import Exchange, Phase
-from aibridge.flow.start import open_interception, placeholder
+from aibridge.flow.start import HANDSHAKE, open_interception, placeholder
 from aibridge.intercept import CredentialKind, is_websocket_upgrade, new_credential_info
 from aibridge.observe import flowview
 from aibridge.providers import BRIDGED, UNTOUCHED
@@ -85,6 +85,9 @@ class BridgeCore:
             if candidate.info is not None:  # a malformed request never becomes an interception
                 open_interception(self.runtime.reporter, flow, ex, candidate.info,
                                   candidate.body, placeholder(ex.provider))
+            elif ex.websocket_api is not None:
+                open_interception(self.runtime.reporter, flow, ex, HANDSHAKE, None,
+                                  placeholder(ex.provider))
             self._refuse(flow, ex, e)
             return
         credential = candidate.credential
@@ -126,6 +129,7 @@ class BridgeCore:
             await self._fail_over(flow, ex)
         if flow.response.status_code == 101 and ex.websocket_api is not None:
             return  # a WebSocket session takes over (addons.sockets)
+        self._record_handshake(flow, ex)
         if flow.response.status_code >= 400 and not ex.synthesized and ex.match.kind != UNTOUCHED:
             self._convert_error(flow, ex)
         if cred is not None and cred.attempt is not None:
@@ -156,9 +160,17 @@ class BridgeCore:
             else:
                 self._record_circuit(ex, flow.response.status_code)
             ex.admission = None
+        self._record_handshake(flow, ex)
         self._end(flow, ex, client_status)
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def _record_handshake(self, flow: http.HTTPFlow, ex: Exchange) -> None:
+        """A WebSocket upgrade that did not become a socket is recorded like a failed request
+        (its responses would have been the interceptions)."""
+        if ex.websocket_api is not None and ex.interception is None and ex.credential:
+            open_interception(self.runtime.reporter, flow, ex, HANDSHAKE, None,
+                              ex.credential.info)
 
     def _refuse(self, flow: http.HTTPFlow, ex: Exchange, error: ResponseError) -> None:
         finish.refuse(self.runtime.reporter, flow, ex, error)

@@ -85,7 +85,7 @@ class Sockets:
             self._record_circuit(done)
             finish.end_socket_response(self.runtime.reporter, flow, done)
         meta = flow.metadata.get(flowview.KEY, {})
-        failed = any(i["outcome"] not in ("completed", "rejected")
+        failed = any(i["outcome"] not in ("completed", "rejected", "warmup")
                      for i in meta.get("interceptions", []))
         meta["outcome"] = "failed" if failed else "completed"
 

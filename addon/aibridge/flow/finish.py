@@ -23,6 +23,7 @@ from aibridge.streaming.tap import StreamTap
 from aibridge.summary import ResponseSummary
 
 COMPLETED, FAILED, CANCELLED, REJECTED = "completed", "failed", "cancelled", "rejected"
+WARMUP = "warmup"  # a Responses `generate: false` create: nothing generated, nothing failed
 
 
 def refuse(reporter: Reporter, flow: http.HTTPFlow, ex: Exchange, error: ResponseError) -> None:
@@ -83,7 +84,7 @@ def end_socket_response(reporter: Reporter, flow: http.HTTPFlow, done: Finished)
     interception = done.interception
     flowview.socket_interception(flow, interception, done.summary, done.outcome, done.reason)
     kind = None
-    if done.outcome != COMPLETED:
+    if done.outcome not in (COMPLETED, WARMUP):
         kind = categories.error_type(
             status=None, overload_status=_overload_status(interception),
             upstream_error_type=done.summary.error_type)

@@ -14,10 +14,14 @@ from aibridge.providers import Provider
 from aibridge.providers.base import RequestInfo
 from aibridge.textsafe import storable
 
+# A WebSocket handshake carries no request body: its model is only known from the frames.
+HANDSHAKE = RequestInfo(model="", streaming=True, correlating_tool_call_id=None)
+
 
 def open_interception(reporter: Reporter, flow: http.HTTPFlow, ex: Exchange, req: RequestInfo,
                       body: object, credential: CredentialInfo) -> None:
-    assert ex.api is not None
+    api = ex.api or ex.websocket_api
+    assert api is not None
     ex.started_mono = time.monotonic()  # time to first token counts from here
     ex.interception = Interception(
         provider=ex.provider.name, provider_type=ex.provider.type,
@@ -27,7 +31,7 @@ def open_interception(reporter: Reporter, flow: http.HTTPFlow, ex: Exchange, req
                                   if req.correlating_tool_call_id else None))
     up = ex.provider.upstream
     reporter.started(
-        ex.interception, api=ex.api, transport="http",
+        ex.interception, api=api, transport="http" if ex.api else "websocket",
         client=guess_client(flow.request.headers, body),
         user_agent=flow.request.headers.get("user-agent"), body=body, server=(up.host, up.port))
 

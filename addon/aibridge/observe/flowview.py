@@ -67,7 +67,8 @@ def ended(flow: http.HTTPFlow, interception: Interception, summary: ResponseSumm
         meta["usage"] = storable_tree(summary.to_dict())
     actor = meta["actor"]["id"]
     flow.comment = comment(actor, interception, summary, outcome_, reason)
-    flow.marked = {"completed": "", "cancelled": ":grey_question:"}.get(outcome_, ":x:")
+    flow.marked = {"completed": "", "warmup": "", "cancelled": ":grey_question:"}.get(
+        outcome_, ":x:")
     status = flow.response.status_code if flow.response else "-"
     log(actor, interception, status, summary, outcome_, reason)
 

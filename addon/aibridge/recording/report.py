@@ -1,8 +1,16 @@
 """The usage report: requests and tokens per day, actor and model, from the recording database.
 
 A request counts on the UTC day it started; `failed` counts interceptions that ended `failed`
-or `rejected` (a client's own cancel is not a failure). Tokens are summed per interception
+or `rejected` (a client's own cancel is not a failure). Warm-ups (a Responses WebSocket
+`response.create` with `generate: false`, which produces nothing) are counted apart, in
+`warmups`, and are not requests. Tokens are summed per interception
 first, then per group, so an interception with many usage records is still one request.
+
+Token columns mean the same for every provider, whatever each API reports (the records keep
+the raw figures): `input` is input *not* read from the cache (OpenAI's prompt tokens include
+cached ones, Anthropic's do not), `cache_read` and `cache_write` are the cached input, `output`
+is all output including reasoning, and `reasoning` is the part of the output spent thinking
+where the API reports it (OpenAI).
 """
 
 from __future__ import annotations
@@ -18,16 +26,23 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from aibridge.providers.catalog import PROVIDER_APIS
 from aibridge.recording.db_errors import RecordingError, describe_error
 from aibridge.recording.engine import make_engine
 from aibridge.recording.migrate import current_revision
 from aibridge.recording.paths import RecordingUrlError, display_url, resolve_url
 from aibridge.recording.schema import interception_ends, interceptions, token_usages
+from aibridge.textsafe import printable
 
 FAILED_OUTCOMES = ("failed", "rejected")
+WARMUP = "warmup"
+# Where the raw input count includes cached input, the report subtracts it.
+INPUT_INCLUDES_CACHE = tuple(t for t, api in PROVIDER_APIS.items() if api.input_includes_cache)
+REASONING_EXTRAS = ("completion_reasoning", "output_reasoning")  # chat, responses
 FORMATS = ("table", "json", "csv")
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_CELL_LIMIT = 1024  # longer than any model name the bridge records; escaping may lengthen it
 
 
 @dataclass(frozen=True)
@@ -37,10 +52,12 @@ class UsageRow:
     model: str
     requests: int
     failed: int
+    warmups: int
     input: int
     output: int
     cache_read: int
     cache_write: int
+    reasoning: int
 
 
 def parse_since(text: str, now: datetime | None = None) -> datetime:
@@ -91,14 +108,21 @@ def usage_rows(connection: sa.Connection, *, since: datetime | None = None,
                         sa.func.sum(t.c.input_tokens).label("input"),
                         sa.func.sum(t.c.output_tokens).label("output"),
                         sa.func.sum(t.c.cache_read_tokens).label("cache_read"),
-                        sa.func.sum(t.c.cache_write_tokens).label("cache_write"))
+                        sa.func.sum(t.c.cache_write_tokens).label("cache_write"),
+                        sa.func.sum(sum((sa.func.coalesce(t.c.extra[name].as_integer(), 0)
+                                         for name in REASONING_EXTRAS), sa.literal(0)))
+                        .label("reasoning"))
               .group_by(t.c.interception_id).subquery())
+    uncached = sa.case((i.c.provider_type.in_(INPUT_INCLUDES_CACHE),
+                        tokens.c.input - tokens.c.cache_read), else_=tokens.c.input)
     day = _utc_day(connection.dialect.name, i.c.started_at)
     query = (sa.select(day.label("day"), i.c.actor_id, i.c.model,
-                       sa.func.count().label("requests"),
+                       sa.func.sum(sa.case((e.c.outcome == WARMUP, 0), else_=1)),
                        sa.func.sum(sa.case((e.c.outcome.in_(FAILED_OUTCOMES), 1), else_=0)),
-                       *(sa.func.coalesce(sa.func.sum(tokens.c[name]), 0)
-                         for name in ("input", "output", "cache_read", "cache_write")))
+                       sa.func.sum(sa.case((e.c.outcome == WARMUP, 1), else_=0)),
+                       *(sa.func.coalesce(sa.func.sum(column), 0)
+                         for column in (uncached, tokens.c.output, tokens.c.cache_read,
+                                        tokens.c.cache_write, tokens.c.reasoning)))
              .select_from(i.outerjoin(e, e.c.id == i.c.id)
                           .outerjoin(tokens, tokens.c.interception_id == i.c.id))
              .group_by(day, i.c.actor_id, i.c.model)
@@ -135,7 +159,9 @@ def _table(rows: Sequence[UsageRow]) -> str:
     header = [f.name for f in fields(UsageRow)]
     if not rows:
         return "no recorded interceptions\n"
-    body = [[str(v) for v in astuple(row)] for row in rows]
+    # Actor ids and model names come from clients: no control character or ANSI escape may
+    # reach the terminal (JSON escapes them itself; CSV keeps the stored text for programs).
+    body = [[printable(str(v), limit=_CELL_LIMIT) for v in astuple(row)] for row in rows]
     totals = [sum(getattr(row, name) for row in rows) for name in header[3:]]
     body.append(["total", "", "", *(str(n) for n in totals)])
     widths = [max(len(line[c]) for line in [header, *body]) for c in range(len(header))]

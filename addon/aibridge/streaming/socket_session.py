@@ -4,6 +4,9 @@ mitmproxy relays every frame unchanged; this only reads copies. A client frame o
 `response.create` opens an interception (model, correlating tool-call id as for HTTP); the
 server's frames are the Responses stream events, fed to the same accumulator as SSE, and
 `response.completed` / `response.incomplete` / `response.failed` / `error` close it.
+
+A `response.create` with `"generate": false` (Codex sends one before each turn to warm the
+connection) produces no output: it ends as a `warmup`, so it is not counted as a request.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ TERMINAL = frozenset({"response.completed", "response.incomplete", "response.fai
 class Finished:
     interception: Interception
     summary: ResponseSummary
-    outcome: str  # completed | failed
+    outcome: str  # completed | failed | warmup
     reason: str | None
     time_to_first_token: float | None
     circuit: Admission | None = None  # the circuit breaker slot the response held
@@ -41,6 +44,7 @@ class _Open:
     accumulator: StreamAccumulator
     started_mono: float = field(default_factory=time.monotonic)
     circuit: Admission | None = None
+    warmup: bool = False
 
     def finished(self, outcome: str, reason: str | None) -> Finished:
         first = self.accumulator.first_token_at
@@ -79,7 +83,8 @@ class SocketSession:
             credential=self.credential,
             correlating_tool_call_id=(storable(info.correlating_tool_call_id)
                                       if info.correlating_tool_call_id else None))
-        self._open.append(_Open(interception, self.api.accumulator()))
+        self._open.append(_Open(interception, self.api.accumulator(),
+                                warmup=body.get("generate") is False))
         return interception, body, info
 
     def admitted(self, interception: Interception, circuit: Admission | None) -> None:
@@ -105,7 +110,7 @@ class SocketSession:
         self._open.popleft()
         summary = current.accumulator.summary
         if kind in ("response.completed", "response.incomplete") and not summary.error:
-            return current.finished("completed", None)
+            return current.finished("warmup" if current.warmup else "completed", None)
         return current.finished("failed", _error_message(frame) or summary.error or kind)
 
     def close(self, reason: str | None) -> list[Finished]:
