@@ -65,7 +65,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="scripts/bench",
         description="Compare direct / bare mitmdump / AI Bridge on small, 60 KB and SSE "
-                    "chat requests (loopback only; ports chosen at run time).")
+                    "chat requests (loopback only; ports chosen at run time). "
+                    "`scripts/bench admission` measures what budgets and rate limits add per "
+                    "request, in-process.")
     p.add_argument("--requests", default="",
                    help="timed requests per round and concurrency, e.g. 'small=300,large=100,"
                         f"sse=30' (any subset; default {_fmt_counts(DEFAULT_REQUESTS)})")
@@ -554,6 +556,9 @@ def write_json(args: argparse.Namespace, results: dict, sizes: dict, notes: list
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["admission"]:  # in-process: what budgets and rate limits add per request
+        from benchlib.admission import main as admission
+        return admission(argv[1:])
     args = parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="aibridge-bench-"))
     try:

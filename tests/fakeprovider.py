@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import base64
 import contextlib
 import http
 import json
@@ -28,6 +29,7 @@ import logging
 import os
 import random
 import ssl
+import struct
 import tempfile
 import threading
 import time
@@ -410,6 +412,21 @@ def _messages(n: int, req: dict[str, Any], _query: str) -> Reply:
     return Reply(events=[_sse(p, p["type"]) for p in payloads])
 
 
+def _embeddings(_n: int, req: dict[str, Any], _query: str) -> Reply:
+    # Three dimensions per input; base64 is little-endian float32, as the SDK asks by default.
+    inputs = req.get("input")
+    inputs = inputs if isinstance(inputs, list) else [inputs]
+    vector = [0.25, -0.5, 1.0]
+    blob = base64.b64encode(struct.pack("<3f", *vector)).decode()
+    data = [{"object": "embedding", "index": i,
+             "embedding": blob if req.get("encoding_format") == "base64" else vector}
+            for i in range(len(inputs))]
+    tokens = 5 * len(inputs)
+    return Reply(body={"object": "list", "data": data,
+                       "model": req.get("model") or "text-embedding-3-small",
+                       "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+
 def _count_tokens(_n: int, _req: dict[str, Any], _query: str) -> Reply:
     return Reply(body={"input_tokens": 11})
 
@@ -474,6 +491,7 @@ ROUTES: dict[tuple[str, str], RouteBuilder] = {
     ("POST", "/v1/responses"): _responses,
     ("POST", "/v1/messages"): _messages,
     ("POST", "/v1/messages/count_tokens"): _count_tokens,
+    ("POST", "/v1/embeddings"): _embeddings,
     ("GET", "/v1/models"): _models,
     ("GET", "/bench/sse"): _bench_sse,
     ("POST", "/bench/sse"): _bench_sse,

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import re
 import tomllib
+from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PROVIDER_NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+HEADER_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # metadata keys travel in headers
 MAX_BODY_BYTES = 32 << 20
+MAX_PASSTHROUGH_BODY_BYTES = 100 << 20  # file uploads and batches, streamed rather than held
 
 ProviderType = Literal["openai", "anthropic"]
 CredentialMode = Literal["centralized", "byok", "auto"]
@@ -35,8 +38,9 @@ class ProviderConfig(_Strict):
     hosts: list[str] | None = None
     upstream: str | None = None
     base_path: str | None = None
-    passthrough: list[str] | None = None
+    passthrough: list[str] | None = None  # replaces the default prefixes: narrows them
     untouched: list[str] | None = None
+    deny: list[str] | None = None  # path prefixes refused with 403, bridged routes included
     keys_env: str | None = None
     keys_file: Path | None = None
     credentials: CredentialMode | None = None
@@ -53,6 +57,13 @@ class ProviderConfig(_Strict):
         if not cleaned or any(not h or "/" in h or ":" in h for h in cleaned):
             raise ValueError("hosts must be non-empty bare host names (no scheme, port or path)")
         return cleaned
+
+    @field_validator("passthrough", "untouched", "deny")
+    @classmethod
+    def _prefixes(cls, prefixes: list[str] | None) -> list[str] | None:
+        if prefixes is not None and any(not p.startswith("/") for p in prefixes):
+            raise ValueError("path prefixes must start with '/'")
+        return prefixes
 
     @field_validator("upstream")
     @classmethod
@@ -82,9 +93,61 @@ BUILTIN_PROVIDERS: dict[str, ProviderConfig] = {
 }
 
 
+class OidcConfig(_Strict):
+    """`[auth.oidc]`: a proxy password that is a JWT signed by the issuer's keys is an actor
+    (access/oidc.py): its id from `id_claim`, metadata keys from the claims they name."""
+
+    issuer: str = Field(min_length=1)
+    audience: str | list[str]
+    jwks_url: str
+    id_claim: str = Field(default="email", min_length=1)
+    metadata_claims: dict[str, str] = Field(default_factory=dict)  # metadata key -> claim
+    algorithms: list[Literal["RS256", "RS384", "RS512", "PS256", "ES256", "ES384"]] = Field(
+        default_factory=lambda: ["RS256", "ES256"], min_length=1)
+    ca_file: Path | None = None  # trust for jwks_url beyond the system's (a private CA)
+    leeway: float = Field(default=30.0, ge=0)  # seconds of clock skew on exp / nbf / iat
+    refresh_interval: float = Field(default=900.0, gt=0)  # seconds between key refreshes
+    fetch_timeout: float = Field(default=5.0, gt=0)
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _jwks_url(cls, url: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", url):
+            raise ValueError("jwks_url must be an https:// URL")
+        return url
+
+    @field_validator("metadata_claims")
+    @classmethod
+    def _metadata_keys(cls, claims: dict[str, str]) -> dict[str, str]:
+        for key in claims:
+            if not HEADER_TOKEN.fullmatch(key):
+                raise ValueError(f"metadata key {key!r} must be an HTTP header token")
+        return claims
+
+    def resolved_ca_file(self, base_dir: Path) -> Path | None:
+        if self.ca_file is None:
+            return None
+        return self.ca_file if self.ca_file.is_absolute() else base_dir / self.ca_file
+
+
 class AuthConfig(_Strict):
     actors_file: Path | None = None
+    oidc: OidcConfig | None = None  # proxy passwords that are the company's sign-in tokens
     allow_open_proxy: bool = False  # listen beyond loopback without an actors file
+    # A reload that finds the actors file gone: keep the current actors, or refuse everyone.
+    on_missing: Literal["keep", "deny"] = "keep"
+    # Failed proxy logins, counted over a sliding window (see access/failure_limit.py): per
+    # (client address, user name), per address across names, and for the whole proxy.
+    failure_window: float = Field(default=60.0, gt=0)
+    max_failures_per_user: int = Field(default=10, ge=1)
+    max_failures_per_address: int = Field(default=100, ge=1)
+    max_failures_global: int = Field(default=1000, ge=1)
+    known_login_ttl: float = Field(default=86_400.0, ge=0)  # a success keeps a pair "known"
+    # Client connections: seconds to complete a first request or CONNECT that passes proxy
+    # auth, seconds an authenticated connection may sit idle, open connections per address.
+    login_timeout: float = Field(default=15.0, gt=0)
+    idle_timeout: float = Field(default=300.0, gt=0)
+    max_connections_per_address: int = Field(default=256, ge=1)
 
     def resolved_actors_file(self, base_dir: Path) -> Path | None:
         if self.actors_file is None:
@@ -116,6 +179,8 @@ class ResilienceConfig(_Strict):
     key_strategy: Literal["priority", "round_robin"] = "priority"
     dead_key_retry: float = Field(default=600.0, gt=0)
     upstream_timeout: float = Field(default=600.0, gt=0)
+    # Seconds the bridge keeps retrying an upstream that refused a connection (0: never)
+    connect_retry_window: float = Field(default=10.0, ge=0, le=120)
     error_format: Literal["native", "openai"] = "native"
     circuit: CircuitConfig = CircuitConfig()
 
@@ -135,6 +200,89 @@ class EgressConfig(_Strict):
         return values
 
 
+class PriceConfig(_Strict):
+    """`[prices."model-glob"]`: USD per million tokens for models the operator prices (a model
+    genai-prices lacks, or a negotiated rate). Cache rates default to the input rate."""
+
+    input: Decimal = Field(ge=0, allow_inf_nan=False)
+    output: Decimal = Field(ge=0, allow_inf_nan=False)
+    cache_read: Decimal | None = Field(default=None, ge=0, allow_inf_nan=False)
+    cache_write: Decimal | None = Field(default=None, ge=0, allow_inf_nan=False)
+
+
+class MatchConfig(_Strict):
+    """Whom a budget or limit applies to. Every field given must match; none given: everyone.
+    `team` is the actor metadata key `[budgets_settings] team_key` names. A metadata value with
+    commas (an OIDC group list) matches any one of its items."""
+
+    actor: str | None = None
+    team: str | None = None
+    metadata: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    @field_validator("metadata")
+    @classmethod
+    def _values(cls, metadata: dict[str, object]) -> dict[str, object]:
+        # As the actors file stores them: booleans lower case, everything a string.
+        return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in metadata.items()}
+
+
+class _Scoped(_Strict):
+    name: str = Field(min_length=1, max_length=200)
+    match: MatchConfig = MatchConfig()
+    provider: str | None = Field(default=None, min_length=1)  # glob on the provider name
+    model: str | None = Field(default=None, min_length=1)  # glob on the model, any case
+
+
+class BudgetConfig(_Scoped):
+    """`[[budgets]]`: spend (the recorded cost) of the matching requests per UTC calendar
+    period; a spent budget refuses further requests until the period ends."""
+
+    period: Literal["day", "week", "month"] = "month"
+    limit_usd: Decimal = Field(gt=0, allow_inf_nan=False)
+    warn_at: list[float] = Field(default_factory=list)  # shares of limit_usd, e.g. [0.8, 0.95]
+
+    @field_validator("warn_at")
+    @classmethod
+    def _shares(cls, shares: list[float]) -> list[float]:
+        if any(not 0 < share < 1 for share in shares):
+            raise ValueError("warn_at shares must be between 0 and 1 (exclusive)")
+        return sorted(set(shares))
+
+
+class BudgetsSettings(_Strict):
+    team_key: str = Field(default="Team", min_length=1)  # actor metadata key of `match.team`
+    webhook_url: str | None = None  # POSTed a JSON notice when a budget crosses warn_at
+    webhook_timeout: float = Field(default=5.0, gt=0)
+    webhook_attempts: int = Field(default=5, ge=1)
+    # A model without a price (see [prices]) under a budget: let it through uncharged, or
+    # refuse it (403 budget_unpriced_model).
+    unpriced: Literal["allow", "refuse"] = "allow"
+    # The output a reservation assumes when a request names no max_tokens.
+    default_output_tokens: int = Field(default=4096, ge=1)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook(cls, url: str | None) -> str | None:
+        if url is not None and not re.match(r"^https?://[^/\s]+", url):
+            raise ValueError("webhook_url must be an http:// or https:// URL")
+        return url
+
+
+class LimitConfig(_Scoped):
+    """`[[limits]]`: requests per minute, tokens per minute (input + output, charged when a
+    request ends) and requests in flight, over sliding windows."""
+
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+    concurrent: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _some(self) -> LimitConfig:
+        if self.rpm is None and self.tpm is None and self.concurrent is None:
+            raise ValueError(f"limit {self.name!r} needs rpm, tpm or concurrent")
+        return self
+
+
 class TelemetryConfig(_Strict):
     exporter: Literal["none", "console", "otlp"] = "none"
     otlp_endpoint: str | None = None  # base URL; OTEL_EXPORTER_OTLP_* env applies without it
@@ -148,11 +296,23 @@ class BridgeConfig(_Strict):
     telemetry: TelemetryConfig = TelemetryConfig()
     egress: EgressConfig = EgressConfig()
     recording: RecordingConfig = RecordingConfig()
+    prices: dict[str, PriceConfig] = Field(default_factory=dict)  # model glob -> prices
+    budgets: list[BudgetConfig] = Field(default_factory=list)
+    budgets_settings: BudgetsSettings = BudgetsSettings()
+    limits: list[LimitConfig] = Field(default_factory=list)
     max_body_bytes: int = Field(default=MAX_BODY_BYTES, gt=0)
+    max_passthrough_body_bytes: int = Field(default=MAX_PASSTHROUGH_BODY_BYTES, gt=0)
     shutdown_grace: float = Field(default=20.0, ge=0)  # seconds in-flight requests get on exit
 
     @model_validator(mode="after")
     def _names(self) -> BridgeConfig:
+        for kind, entries in (("budgets", self.budgets), ("limits", self.limits)):
+            names = [entry.name for entry in entries]
+            if dupes := sorted({n for n in names if names.count(n) > 1}):
+                raise ValueError(f"{kind}: duplicate name(s) {', '.join(map(repr, dupes))}")
+        for glob in self.prices:
+            if not glob.strip() or len(glob) > 200:
+                raise ValueError(f"prices: {glob!r} is not a model name or glob (1-200 chars)")
         for name, provider in self.providers.items():
             if not PROVIDER_NAME.fullmatch(name):
                 raise ValueError(f"provider name {name!r} must match {PROVIDER_NAME.pattern}")

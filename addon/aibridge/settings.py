@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aibridge.access.actors import ActorDirectory, load_actors, local_user_actor
+from aibridge.access.oidc import OidcValidator
 from aibridge.config import BridgeConfig, load_config
 from aibridge.counters import Registry
 from aibridge.intercept import Actor
 from aibridge.keys.circuit import BreakerSettings, CircuitBreakers
+from aibridge.pricing import PriceBook
 from aibridge.providers import ProviderRegistry, build_registry
+from aibridge.state.memory import MemoryState
+from aibridge.state.store import StateStore
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,11 @@ class Settings:
     actors: ActorDirectory
     local_actor: Actor
     breakers: CircuitBreakers | None
+    prices: PriceBook  # [prices] over genai-prices; rebuilt on reload, so changes apply
+    # Budget spend, rate-limit windows, concurrency slots: carried over by a reload, so spend
+    # and windows survive it (the policies' keys name what they count; a changed one starts
+    # anew). In the process; a shared store would make it hold across processes.
+    state: StateStore = field(default_factory=MemoryState)
 
     @classmethod
     def load(cls, config_path: str | None, counters: Registry | None = None,
@@ -52,9 +61,16 @@ class Settings:
             config_path=config_path,
             base_dir=base_dir,
             registry=registry,
-            actors=load_actors(config.auth.resolved_actors_file(base_dir)),
+            # A reload may find the actors file gone: by default that is a rejected reload
+            # (the current actors stay); `on_missing = "deny"` refuses everyone instead.
+            actors=_with_oidc(load_actors(config.auth.resolved_actors_file(base_dir),
+                                          deny_if_missing=previous is not None
+                                          and config.auth.on_missing == "deny"),
+                              config, base_dir, previous),
             local_actor=local_user_actor(),
             breakers=breakers,
+            prices=PriceBook.from_config(config.prices, registry.providers),
+            state=previous.state if previous is not None else MemoryState(),
         )
 
     def watched_files(self) -> list[Path]:
@@ -83,14 +99,42 @@ class Settings:
             lines.append(f"provider {p.name} ({p.type}): decrypts {', '.join(p.hosts)}; upstream "
                          f"{p.upstream}; credentials={p.credentials}; {keys}; "
                          f"actor headers {'on' if p.send_actor_headers else 'off'}")
-        if self.actors.requires_auth:
+        if self.actors.missing:
+            lines.append(f"actors file {self.actors.source} is missing: every proxy request is "
+                         'refused ([auth] on_missing = "deny")')
+        elif self.actors.source is not None:
             lines.append(f"proxy authentication on: {len(self.actors.by_digest)} actor(s) from "
                          f"{self.actors.source}")
-        else:
+        if (oidc := self.actors.oidc) is not None:
+            lines.append(f"proxy authentication by sign-in tokens of {oidc.config.issuer} "
+                         f"(OIDC, audience {oidc.config.audience}): {oidc.key_count} signing "
+                         f"key(s) from {oidc.config.jwks_url}")
+        elif not self.actors.requires_auth:
             lines.append("no actors file: proxy authentication is off and every request is "
                          f"attributed to the local user {self.local_actor.id!r}")
+        if self.config.budgets or self.config.limits:
+            lines.append(f"{len(self.config.budgets)} budget(s), {len(self.config.limits)} "
+                         "rate limit(s)")
+        lines.append(self.prices.describe())
         lines.append("every other host is tunnelled without decryption")
         return lines
+
+
+def _with_oidc(actors: ActorDirectory, config: BridgeConfig, base_dir: Path,
+               previous: Settings | None) -> ActorDirectory:
+    """The directory with `[auth.oidc]`'s validator: the previous one when its set-up did not
+    change (its keys and accepted tokens carry over), else a new one, which at start fetches
+    the keys at once and on a reload starts with the previous keys of the same URL."""
+    oidc = config.auth.oidc
+    if oidc is None:
+        return actors
+    before = previous.actors.oidc if previous is not None else None
+    if before is not None and before.config == oidc and previous is not None \
+            and previous.base_dir == base_dir:
+        return dataclasses.replace(actors, oidc=before)
+    return dataclasses.replace(actors, oidc=OidcValidator(
+        oidc, base_dir, fetch=before is None or before.config.jwks_url != oidc.jwks_url,
+        keys_from=before))
 
 
 def _carry_pools(registry: ProviderRegistry, old: ProviderRegistry) -> ProviderRegistry:

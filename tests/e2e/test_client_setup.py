@@ -7,6 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cryptography import x509
+
+from aibridge.observe import ca
 from aibridge.ops import cabundle
 from tests.e2e.harness import ALICE_TOKEN, OPENAI_KEY, ROOT
 
@@ -26,6 +29,10 @@ def test_sdks_work_with_https_proxy_and_the_ca_bundle_only(bridge, fake, tmp_pat
                           str(bridge.confdir), "--out", str(bundle)],
                          capture_output=True, text=True, timeout=60, check=True)
     assert f"SSL_CERT_FILE={bundle}" in out.stdout
+    # It names what it bundled: the CA the bridge signs with, as its start-up log does.
+    used = x509.load_pem_x509_certificate(Path(bridge.ca).read_bytes())
+    assert f"SHA-256 {ca.fingerprint(used)}" in out.stdout
+    assert ca.fingerprint(used) in bridge.log()
     system = cabundle.system_bundle()
     text = bundle.read_text()
     assert system is not None and text.startswith(system.read_text())
@@ -38,3 +45,15 @@ def test_sdks_work_with_https_proxy_and_the_ca_bundle_only(bridge, fake, tmp_pat
     assert result.stdout.strip() == "Hello from fake | Hello from fake", result.stderr
     assert fake.requests[0].header("Authorization") == f"Bearer {OPENAI_KEY}"
     assert fake.requests[1].header("X-AI-Bridge-Actor-ID") == "alice"
+
+
+def test_ca_bundle_refuses_a_confdir_the_bridge_never_started_with(bridge, tmp_path):
+    """The README's commands must share one confdir: given another, ca-bundle says so instead
+    of minting a CA the bridge does not sign with."""
+    other = tmp_path / "certs"
+    out = subprocess.run([str(ROOT / "scripts" / "ca-bundle"), "--confdir", str(other),
+                          "--out", str(tmp_path / "bundle.pem")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert f"no CA in {other}" in out.stderr and f"--set confdir={other}" in out.stderr
+    assert not (tmp_path / "bundle.pem").exists() and not other.exists()

@@ -201,9 +201,12 @@ def test_mitmweb_shows_actor_hint_and_sse_view_never_the_key(
         return (chat, messages) if chat and messages else None
 
     chat, messages = wait_for("both bridged flows with a comment", done)
-    assert chat["comment"] == f"alice · gpt-4o · ok · 11→7 tok · openai · key {OPENAI_HINT}"
-    assert messages["comment"] == (f"alice · claude-sonnet-5 · ok · 11→7 tok · anthropic · "
-                                   f"key {ANTHROPIC_HINT}")
+    # gpt-4o: 8 uncached + 3 cached input, 7 output; claude-sonnet-5: 11 input, 3 cache
+    # read, 2 cache write, 7 output (tests/unit/test_pricing.py checks the arithmetic).
+    assert chat["comment"] == (f"alice · gpt-4o · ok · 11→7 tok · $0.0000938 · openai · "
+                               f"key {OPENAI_HINT}")
+    assert messages["comment"] == (f"alice · claude-sonnet-5 · ok · 11→7 tok · $0.0000976 · "
+                                   f"anthropic · key {ANTHROPIC_HINT}")
     refused = bridged(mitmweb.flows(), "/v1/chat/completions?bad=json")
     assert refused is not None and refused["comment"].startswith("alice · rejected 400 · ")
     assert refused["marked"] == "⛔"

@@ -12,6 +12,7 @@ from aibridge.access.actors import (
     load_actors,
     local_user_actor,
     parse_proxy_authorization,
+    parse_proxy_credentials,
     token_digest,
 )
 from aibridge.config import ConfigError
@@ -348,3 +349,33 @@ def test_proxy_authorization_without_colon_takes_the_whole_value_as_token():
 )
 def test_unusable_proxy_authorization_yields_none(value):
     assert parse_proxy_authorization(value) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "credentials"),
+    [
+        (basic("alice:tok-123"), ("alice", "tok-123")),
+        (basic("tok-123"), ("", "tok-123")),  # the token alone is never taken as a user name
+        (basic("tok-123:"), ("", "tok-123")),
+        (basic(":tok-123"), ("", "tok-123")),
+        (None, ("", None)),
+        ("Bearer x", ("", None)),
+    ],
+)
+def test_proxy_credentials_give_the_user_name_apart_from_the_token(value, credentials):
+    assert parse_proxy_credentials(value) == credentials
+
+
+# -- a missing actors file ----------------------------------------------------------------------
+
+
+def test_a_missing_actors_file_is_an_error_unless_told_to_deny(tmp_path):
+    path = tmp_path / "gone.toml"
+    with pytest.raises(ConfigError, match="cannot read actors file"):
+        load_actors(path)
+    directory = load_actors(path, deny_if_missing=True)
+    assert directory.missing and directory.requires_auth and directory.source == path
+    assert directory.authenticate("anything") is None
+    present = load_actors(write(tmp_path, '[[actors]]\nid = "a"\ntoken = "t"\n'),
+                          deny_if_missing=True)
+    assert not present.missing and present.authenticate("t") == Actor("a")

@@ -11,19 +11,31 @@ from aibridge.access import egress
 from aibridge.addons.egress import Egress
 from tests.unit.conftest import BASE_CONFIG, TOKEN, basic, connect_flow, plain_flow
 
+# What names resolve to here, without DNS.
+RESOLVES = {"example.com": "93.184.216.34", "api.openai.com": "162.159.140.245",
+            "internal.example": "10.0.0.7"}
+
 
 @pytest.fixture
 def lookups(monkeypatch):
-    """Resolve example.com to a public address without DNS; record every lookup."""
+    """Resolve the names of RESOLVES without DNS; record every lookup."""
     seen: list[str] = []
     real = egress.resolve_allowed
 
     async def resolve(host, port, allowed):
         seen.append(host)
-        return await real("93.184.216.34" if host == "example.com" else host, port, allowed)
+        return await real(RESOLVES.get(host, host), port, allowed)
 
     monkeypatch.setattr(egress, "resolve_allowed", resolve)
     return seen
+
+
+def server_hook(client, host: str, port: int = 443) -> server_hooks.ServerConnectionHookData:
+    """What mitmproxy hands `server_connect` when it opens a connection for `client`."""
+    server = tflow.tserver_conn()
+    server.address = (host, port)
+    server.error = None
+    return server_hooks.ServerConnectionHookData(server, client)
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "10.1.2.3", "169.254.169.254", "::1"])
@@ -52,21 +64,107 @@ async def test_an_allowed_connect_is_pinned_to_the_checked_address(bridge, looku
     flow = connect_flow("example.com")
     await bridge.hook("http_connect", flow)
     assert flow.response is None and lookups == ["example.com"]
-    server = tflow.tserver_conn()
-    server.address = ("example.com", 443)
-    bridge.addon(Egress).server_connect(server_hooks.ServerConnectionHookData(server,
-                                                                             flow.client_conn))
-    assert server.address == ("93.184.216.34", 443)
+    data = server_hook(flow.client_conn, "example.com")
+    await bridge.hook("server_connect", data)
+    assert data.server.address == ("93.184.216.34", 443) and data.server.error is None
+    assert lookups == ["example.com"]  # not resolved twice
 
 
 async def test_the_pin_applies_only_to_the_checked_destination(bridge, lookups):
     flow = connect_flow("example.com")
     await bridge.hook("http_connect", flow)
-    server = tflow.tserver_conn()
-    server.address = ("other.example", 443)
-    bridge.addon(Egress).server_connect(server_hooks.ServerConnectionHookData(server,
-                                                                             flow.client_conn))
-    assert server.address == ("other.example", 443)
+    data = server_hook(flow.client_conn, "internal.example")
+    await bridge.hook("server_connect", data)
+    assert data.server.address == ("internal.example", 443)
+    assert data.server.error is not None and "internal address" in data.server.error
+
+
+# -- provider host names are no way around the check ----------------------------------------
+
+
+@pytest.mark.parametrize("port", [22, 8443, 9])
+async def test_a_connect_to_a_provider_host_on_another_port_is_checked(make_bridge, lookups,
+                                                                        port):
+    bridge = make_bridge(BASE_CONFIG.replace("[providers.openai]",
+                                             '[providers.openai]\nhosts = ["internal.example"]'))
+    flow = connect_flow("internal.example", port)
+    await bridge.hook("http_connect", flow)
+    assert flow.response is not None and flow.response.status_code == 403
+    assert b"10.0.0.7, an internal address" in flow.response.content
+    assert lookups == ["internal.example"]
+
+
+async def test_a_public_provider_host_on_another_port_is_pinned(bridge, lookups):
+    flow = connect_flow("api.openai.com", 8443)
+    await bridge.hook("http_connect", flow)
+    assert flow.response is None and lookups == ["api.openai.com"]
+    data = server_hook(flow.client_conn, "api.openai.com", 8443)
+    await bridge.hook("server_connect", data)
+    assert data.server.address == ("162.159.140.245", 8443)
+
+
+@pytest.mark.parametrize("sni", ["evil.example", None])
+async def test_an_undecrypted_tunnel_to_a_provider_host_is_checked_when_opened(make_bridge,
+                                                                            lookups, sni):
+    """CONNECT names a provider host, but the TLS SNI does not (or the client sends no TLS):
+    mitmproxy tunnels to the CONNECT target, which must be checked like any other."""
+    bridge = make_bridge(BASE_CONFIG.replace("[providers.openai]",
+                                             '[providers.openai]\nhosts = ["internal.example"]'))
+    flow = connect_flow("internal.example")
+    await bridge.hook("http_connect", flow)
+    assert flow.response is None and lookups == []  # 443: maybe decrypted, not resolved yet
+    flow.client_conn.sni = sni
+    data = server_hook(flow.client_conn, "internal.example")
+    await bridge.hook("server_connect", data)
+    assert data.server.error is not None and "10.0.0.7, an internal address" in data.server.error
+
+
+async def test_an_undecrypted_tunnel_to_a_public_provider_host_is_pinned(bridge, lookups):
+    flow = connect_flow("api.openai.com")
+    await bridge.hook("http_connect", flow)
+    flow.client_conn.sni = "evil.example"
+    data = server_hook(flow.client_conn, "api.openai.com")
+    await bridge.hook("server_connect", data)
+    assert data.server.error is None and data.server.address == ("162.159.140.245", 443)
+
+
+async def test_decrypted_provider_traffic_goes_to_the_configured_upstream_unchecked(bridge,
+                                                                                  lookups):
+    client = await bridge.tunnel("api.openai.com")  # SNI api.openai.com, decrypted
+    data = server_hook(client, "127.0.0.1", 9)  # DEAD_UPSTREAM, loopback: the operator's choice
+    await bridge.hook("server_connect", data)
+    assert data.server.error is None and data.server.address == ("127.0.0.1", 9)
+    assert lookups == []
+
+
+async def test_the_configured_upstream_is_no_exemption_for_a_tunnel(bridge, lookups):
+    flow = connect_flow("127.0.0.1", 9)
+    await bridge.hook("http_connect", flow)
+    assert flow.response is not None and flow.response.status_code == 403
+    client = await bridge.tunnel("api.openai.com")
+    client.sni = "evil.example"  # not decrypted: a tunnel
+    data = server_hook(client, "127.0.0.1", 9)
+    await bridge.hook("server_connect", data)
+    assert data.server.error is not None
+
+
+async def test_a_decrypted_provider_connection_reaches_nothing_but_upstreams(bridge, lookups):
+    client = await bridge.tunnel("api.openai.com")
+    data = server_hook(client, "10.0.0.8", 443)
+    await bridge.hook("server_connect", data)
+    assert data.server.error is not None
+
+
+async def test_an_error_in_the_check_refuses_the_connection(bridge, monkeypatch):
+    async def broken(host, port, allowed):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(egress, "resolve_allowed", broken)
+    client = await bridge.tunnel("api.openai.com")
+    client.sni = None
+    data = server_hook(client, "api.openai.com")
+    await bridge.hook("server_connect", data)
+    assert data.server.error is not None and "internal error" in data.server.error
 
 
 async def test_the_allow_list_opens_an_internal_network(make_bridge):

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 from mitmproxy import certs
 
+from aibridge.observe import ca
 from aibridge.ops import cabundle, cli
 from aibridge.ops.cabundle import CAError
 
@@ -203,9 +204,69 @@ def test_cli_import_with_password_env(tmp_path, rsa_key, monkeypatch, capsys):
 
 
 def test_cli_ca_bundle_shares_the_trust_files(tmp_path, capsys):
+    certs.CertStore.from_store(tmp_path, "mitmproxy", 2048)  # as the bridge's first start does
     assert cli.main(["ca-bundle", "--confdir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert f"REQUESTS_CA_BUNDLE={tmp_path / 'aibridge-bundle.pem'}" in out
     assert f"NODE_EXTRA_CA_CERTS={tmp_path / 'aibridge-ca.pem'}" in out
     assert (tmp_path / "aibridge-ca.pem").read_bytes() == \
         (tmp_path / "mitmproxy-ca-cert.pem").read_bytes()
+    cert = x509.load_pem_x509_certificate((tmp_path / "mitmproxy-ca-cert.pem").read_bytes())
+    assert f"SHA-256 {ca.fingerprint(cert)}" in out
+    assert f"read from {tmp_path / 'mitmproxy-ca.pem'}" in out
+
+
+@pytest.mark.parametrize("exists", [True, False])
+def test_cli_ca_bundle_refuses_a_confdir_without_a_ca(tmp_path, capsys, exists):
+    confdir = tmp_path / "certs"
+    if exists:
+        confdir.mkdir()
+    assert cli.main(["ca-bundle", "--confdir", str(confdir)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert f"no CA in {confdir}" in err
+    assert f"--set confdir={confdir}" in err and "Start the bridge once" in err
+    assert "ca-import" in err
+    assert ("does not exist" in err) is not exists
+    # Nothing was minted: the bridge would not sign with it.
+    assert not (confdir / "mitmproxy-ca.pem").exists()
+    assert not (confdir / "mitmproxy-ca-cert.pem").exists()
+
+
+def test_ca_bundle_exports_the_ca_mitmproxy_signs_with_over_a_stale_copy(tmp_path, rsa_ca):
+    certs.CertStore.from_store(tmp_path, "mitmproxy", 2048)
+    old = (tmp_path / "mitmproxy-ca-cert.pem").read_bytes()
+    cert, key = rsa_ca
+    (tmp_path / "mitmproxy-ca.pem").write_bytes(key + cert)  # replaced by hand
+    files = cabundle.write_trust_files(tmp_path)
+    assert files.cert == x509.load_pem_x509_certificate(cert)
+    assert (tmp_path / "mitmproxy-ca-cert.pem").read_bytes() == cert != old
+    assert files.bundle.read_text().endswith(cert.decode())
+    assert len(files.notes) == 1 and "held another CA" in files.notes[0]
+
+
+def test_the_client_copy_is_used_where_there_is_no_key_file(tmp_path, rsa_ca):
+    cert, _ = rsa_ca  # e.g. a client machine given the certificate only
+    (tmp_path / "mitmproxy-ca-cert.pem").write_bytes(cert)
+    files = cabundle.write_trust_files(tmp_path)
+    assert files.source == tmp_path / "mitmproxy-ca-cert.pem"
+    assert files.ca.read_bytes() == cert
+
+
+def test_startup_lines_warn_when_the_client_copy_is_not_the_ca_in_use(tmp_path, rsa_key):
+    in_use, other = make_cert(rsa_key), make_cert(rsa_key, cn="Old CA")
+    line, warning = ca.startup_lines(tmp_path, in_use)
+    assert ca.fingerprint(in_use) in line and str(tmp_path / "mitmproxy-ca.pem") in line
+    assert warning is not None and "does not exist" in warning
+    (tmp_path / "mitmproxy-ca-cert.pem").write_bytes(pem(other))
+    _, warning = ca.startup_lines(tmp_path, in_use)
+    assert warning is not None and "Old CA" in warning and ca.fingerprint(other) in warning
+    (tmp_path / "mitmproxy-ca-cert.pem").write_bytes(pem(in_use))
+    assert ca.startup_lines(tmp_path, in_use)[1] is None
+
+
+def test_fingerprint_is_what_openssl_prints(rsa_key):
+    cert = make_cert(rsa_key)
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(cert.public_bytes(serialization.Encoding.DER))
+    assert ca.fingerprint(cert) == ":".join(f"{b:02X}" for b in digest.finalize())

@@ -289,7 +289,7 @@ def test_thread_safety_smoke(counters):
 
 
 def test_circuit_open_error_shape():
-    err = circuit_open_error(29.2)
+    err = circuit_open_error(3.2)  # a short wait: worth the client's automatic retry
     assert (err.status, err.message, err.type, err.code) == (
         503,
         "circuit breaker is open",
@@ -298,7 +298,8 @@ def test_circuit_open_error_shape():
     )
     resp = err.to_response()
     assert resp.status_code == 503
-    assert resp.headers["Retry-After"] == "30"
+    assert resp.headers["Retry-After"] == "4"
+    assert "x-should-retry" not in resp.headers
     assert resp.headers["Content-Type"] == "application/json"
     assert json.loads(resp.content) == {
         "error": {
@@ -311,6 +312,15 @@ def test_circuit_open_error_shape():
     anthropic_body = json.loads(err.to_response(ANTHROPIC_ERRORS).content)
     assert anthropic_body["type"] == "error"
     assert anthropic_body["error"]["message"] == "circuit breaker is open"
+
+
+def test_a_long_open_circuit_tells_the_client_not_to_retry_and_when_to_come_back():
+    err = circuit_open_error(29.2)
+    resp = err.to_response()
+    assert "Retry-After" not in resp.headers  # said in the message; no client waits it out
+    assert resp.headers["x-should-retry"] == "false"
+    assert err.message == ("circuit breaker is open: the provider failed repeatedly, so the "
+                           "bridge sends it nothing for the next 30 s; try again then")
 
 
 def test_circuit_open_error_sdk_parse():

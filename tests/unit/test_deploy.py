@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 DOCKERIGNORE = ROOT / "deploy" / "Dockerfile.dockerignore"
 UNIT = ROOT / "deploy" / "aibridge.service"
-HEALTH = "curl -fsS --max-time 4 --proxy http://127.0.0.1:8080 http://aibridge.health/healthz"
+HEALTH = "curl -fsS --max-time 4 http://127.0.0.1:8080/healthz"
 
 
 def instructions() -> list[tuple[str, str]]:

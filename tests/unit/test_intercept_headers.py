@@ -10,6 +10,7 @@ from aibridge.intercept import (
     parse_bearer,
     prepare_client_headers,
 )
+from aibridge.intercept.headers import without_actor_headers
 
 
 def make(*pairs: tuple[str, str]) -> Headers:
@@ -236,6 +237,30 @@ def test_authenticated_actor_overrides_client_and_sdk_to_single_values():
     assert result.get_all("x-ai-bridge-actor-metadata-username") == ["alice"]
     assert result.get_all("x-ai-bridge-actor-metadata-team") == ["ml"]
     assert result.get_all("authorization") == ["Bearer sk"]
+
+
+UNDERSCORE_SPELLINGS = ["X_AI_Bridge_Actor_Id", "x_ai_bridge_actor_metadata_username",
+                        "X-AI_Bridge-Actor_ID", "X_AI-BRIDGE_ACTOR-METADATA-TEAM"]
+
+
+@pytest.mark.parametrize("name", UNDERSCORE_SPELLINGS)
+def test_actor_headers_with_underscores_are_stripped_too(name):
+    """Servers that turn header names into variables (CGI, WSGI, nginx with
+    underscores_in_headers) read `X_AI_Bridge_Actor_Id` as `X-AI-Bridge-Actor-Id`."""
+    actor = Actor("user-123", {"Username": "alice"})
+    client = make((name, "mallory"), ("X_Custom_Header", "kept"))
+    assert pairs(prepare_client_headers(client)) == [("X_Custom_Header", "kept")]
+    result = build_upstream_headers(make(*actor_headers(actor)), client, "Authorization")
+    assert [n for n, v in pairs(result) if v == "mallory"] == []
+
+
+@pytest.mark.parametrize("name", ["X-AI-Bridge-Actor-ID", *UNDERSCORE_SPELLINGS])
+def test_untouched_routes_lose_only_the_actor_headers(name):
+    client = make(("Authorization", "Bearer own"), (name, "mallory"),
+                  ("Cookie", "session=1"), ("X-AI-Bridge-Request-ID", "r1"))
+    assert pairs(without_actor_headers(client)) == [
+        ("Authorization", "Bearer own"), ("Cookie", "session=1"), ("X-AI-Bridge-Request-ID", "r1")]
+    assert len(client.fields) == 4  # a new object
 
 
 @pytest.mark.parametrize(

@@ -107,7 +107,7 @@ def test_responses(input_: object, prompt: str | None) -> None:
 
 @pytest.mark.parametrize("body", [None, [], "text", {"messages": [user("x")]}])
 def test_unknown_route_or_body(body: object) -> None:
-    assert wire_api("embeddings") is None  # an unknown route has no prompt to find
+    assert wire_api("moderations") is None  # an unknown route has no prompt to find
     if not isinstance(body, dict):
         assert wire_api("messages").last_prompt(body) is None
 

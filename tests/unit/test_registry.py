@@ -7,6 +7,8 @@ import pytest
 from aibridge.config import BridgeConfig, ConfigError
 from aibridge.providers import (
     BRIDGED,
+    DENIED,
+    INVALID,
     PASSTHROUGH,
     UNKNOWN,
     UNTOUCHED,
@@ -17,6 +19,7 @@ from aibridge.providers import (
 from aibridge.providers.anthropic_messages import ANTHROPIC, MESSAGES
 from aibridge.providers.openai import OPENAI
 from aibridge.providers.openai_chat import CHAT_COMPLETIONS
+from aibridge.providers.openai_embeddings import EMBEDDINGS
 from aibridge.providers.openai_responses import RESPONSES
 
 
@@ -311,7 +314,8 @@ def test_anthropic_compatible_provider():
         ("GET", "/v1/responses", RouteMatch(PASSTHROUGH)),  # Codex WebSocket upgrade
         ("GET", "/v1/models", RouteMatch(PASSTHROUGH)),
         ("GET", "/v1/models?limit=1", RouteMatch(PASSTHROUGH)),
-        ("POST", "/v1/embeddings", RouteMatch(PASSTHROUGH)),
+        ("POST", "/v1/embeddings", RouteMatch(BRIDGED, EMBEDDINGS)),
+        ("GET", "/v1/embeddings", RouteMatch(PASSTHROUGH)),
         ("DELETE", "/v1/files/file-1", RouteMatch(PASSTHROUGH)),
         ("POST", "/v1/responses/resp_1/cancel", RouteMatch(PASSTHROUGH)),
         ("POST", "/v2/x", RouteMatch(UNKNOWN)),
@@ -401,3 +405,110 @@ def test_user_table_overrides_single_fields_of_a_builtin():
     chatgpt = build_registry(config, Path("/nonexistent"), environ={}).for_host("chatgpt.com")
     assert chatgpt.upstream.port == 9
     assert chatgpt.base_path == "/backend-api/codex"
+
+
+# -- normal form, deny lists and narrowed passthrough ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/v1/chat/completions/",
+        "/v1/chat/completions;x",
+        "/v1/./chat/completions",
+        "/v1/chat%2fcompletions",
+        "/v1/chat%2Fcompletions",
+        "//v1//chat///completions//",
+        "/v1/x/../chat/completions",
+        "/v1;p=1/chat/completions",
+        "/v1/chat/complet%69ons",
+    ],
+)
+def test_variants_of_a_bridged_route_are_that_route_in_normal_form(target):
+    match = registry().for_host("api.openai.com").match("POST", target)
+    assert match == RouteMatch(BRIDGED, CHAT_COMPLETIONS)
+    assert match.target == "/v1/chat/completions"
+
+
+def test_the_query_is_kept_as_sent_and_ignored_by_routing():
+    match = registry().for_host("api.anthropic.com").match("POST", "/v1/messages/?beta=true&a=%2f")
+    assert match == RouteMatch(BRIDGED, MESSAGES)
+    assert match.target == "/v1/messages?beta=true&a=%2f"
+
+
+@pytest.mark.parametrize(
+    ("target", "why"),
+    [
+        ("/v1/../admin", "base path"),
+        ("/v1/files/../../admin", "base path"),
+        ("/../v1/models", "root"),
+        ("/v1/%2e%2e/admin", "escaped dot segment"),
+        ("/v1/.%2E/chat/completions", "escaped dot segment"),
+        ("/v1/%2e/chat/completions", "escaped dot segment"),
+        ("/v1/chat/completions%00", "%00"),
+        ("/v1/chat/completions\x00", "control"),
+        ("/v1\\chat/completions", "backslash"),
+        ("/v1%5cchat/completions", "%5C"),
+        ("/v1/chat/completions%zz", "malformed"),
+        ("/v1/models#x", "fragment"),
+        ("*", "must start with"),
+    ],
+)
+def test_paths_without_one_safe_reading_are_invalid(target, why):
+    match = registry().for_host("api.openai.com").match("POST", target)
+    assert match.kind == INVALID
+    assert why in match.reason
+
+
+def test_untouched_routes_keep_the_clients_target():
+    chatgpt = registry().for_host("chatgpt.com")
+    match = chatgpt.match("GET", "/backend-api/conversations//x/")
+    assert match.kind == UNTOUCHED and match.target is None
+    # ... but a variant of the bridged Codex route is that route.
+    variant = chatgpt.match("POST", "/backend-api/codex/./responses/")
+    assert variant == RouteMatch(BRIDGED, RESPONSES)
+    assert variant.target == "/backend-api/codex/responses"
+
+
+def test_deny_list_refuses_paths_and_what_lies_below_them():
+    provider = registry({"openai": {"deny": ["/v1/files", "/v1/chat/completions"]}}).for_host(
+        "api.openai.com")
+    for target in ("/v1/files", "/v1/files/file-1/content", "/v1//files/", "/v1/files;x"):
+        match = provider.match("POST", target)
+        assert match.kind == DENIED, target
+        assert match.reason == "/v1/files"
+    assert provider.match("POST", "/v1/chat/completions").kind == DENIED  # bridged ones too
+    assert provider.match("GET", "/v1/filesystem").kind == PASSTHROUGH  # a sibling is not below
+    assert provider.match("GET", "/v1/models").kind == PASSTHROUGH
+
+
+def test_passthrough_can_be_narrowed_to_exact_paths():
+    provider = registry({"openai": {"passthrough": ["/v1/models"]}}).for_host("api.openai.com")
+    assert provider.match("GET", "/v1/models").kind == PASSTHROUGH
+    assert provider.match("GET", "/v1/models/gpt-4o").kind == PASSTHROUGH
+    assert provider.match("GET", "/v1/models-x").kind == UNKNOWN
+    assert provider.match("POST", "/v1/files").kind == UNKNOWN
+    assert provider.match("POST", "/v1/embeddings").kind == BRIDGED  # bridged routes stay
+
+
+def test_passthrough_can_be_switched_off():
+    provider = registry({"anthropic": {"passthrough": []}}).for_host("api.anthropic.com")
+    assert provider.match("POST", "/v1/messages/count_tokens").kind == UNKNOWN
+    assert provider.match("POST", "/v1/messages").kind == BRIDGED
+
+
+def test_configured_prefixes_are_kept_in_normal_form():
+    provider = registry({"openai": {"passthrough": ["/v1//models/"], "deny": ["/v1/./files"]}}
+                        ).for_host("api.openai.com")
+    assert provider.passthrough == ("/v1/models/",)
+    assert provider.deny == ("/v1/files",)
+
+
+@pytest.mark.parametrize("entry", ["/../x", "/v1/%zz", "/v1/models?x=1"])
+def test_a_prefix_without_normal_form_is_a_config_error(entry):
+    assert "deny entry" in build_error({"openai": {"deny": [entry]}})
+
+
+def test_a_prefix_must_start_with_a_slash():
+    with pytest.raises(ValueError, match="must start with '/'"):
+        BridgeConfig.model_validate({"providers": {"openai": {"deny": ["v1/files"]}}})

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from aibridge.access.oidc import OidcValidator, looks_like_jwt
 from aibridge.config import ConfigError
 from aibridge.intercept import Actor
 
@@ -61,14 +62,36 @@ class ActorDirectory:
 
     by_digest: dict[bytes, Actor]
     source: Path | None
+    missing: bool = False  # the file is gone and `[auth] on_missing = "deny"`: nobody passes
+    oidc: OidcValidator | None = None  # `[auth.oidc]`: sign-in tokens as proxy passwords
 
     @property
     def requires_auth(self) -> bool:
-        return self.source is not None
+        return self.source is not None or self.oidc is not None
+
+    def by_token_digest(self, digest: bytes | None) -> Actor | None:
+        """The actor a token already checked once (by `authenticate`) belongs to now: the
+        digest of a secret, not the secret, so a plain lookup leaks nothing. A sign-in token
+        counts while it has not expired."""
+        if not digest:
+            return None
+        actor = self.by_digest.get(digest)
+        if actor is None and self.oidc is not None:
+            identity = self.oidc.by_digest(digest)
+            actor = identity.actor if identity is not None else None
+        return actor
+
+    def expiry(self, digest: bytes | None) -> float | None:
+        """When an authenticated token stops counting (a sign-in token's `exp`); None: never."""
+        if self.oidc is None or not digest or digest in self.by_digest:
+            return None
+        identity = self.oidc.by_digest(digest)
+        return identity.expires if identity is not None else None
 
     def authenticate(self, token: str | None) -> Actor | None:
         """Compares against every stored digest in constant time, so neither the outcome's
-        timing nor which entry matched tells an attacker anything."""
+        timing nor which entry matched tells an attacker anything. A token that is none of
+        them and looks like a JWT is checked against the issuer's keys (access/oidc.py)."""
         if not token:
             return None
         presented = token_digest(token)
@@ -76,6 +99,9 @@ class ActorDirectory:
         for digest, actor in self.by_digest.items():
             if hmac.compare_digest(digest, presented):
                 found = actor
+        if found is None and self.oidc is not None and looks_like_jwt(token):
+            identity = self.oidc.authenticate(token)
+            found = identity.actor if identity is not None else None
         return found
 
 
@@ -87,9 +113,13 @@ def local_user_actor() -> Actor:
     return Actor(id=user, metadata={"Username": user})
 
 
-def load_actors(path: Path | None) -> ActorDirectory:
+def load_actors(path: Path | None, *, deny_if_missing: bool = False) -> ActorDirectory:
+    """`deny_if_missing`: a file that does not exist gives a directory nobody passes instead
+    of a `ConfigError` (a reload with `on_missing = "deny"`)."""
     if path is None:
         return ActorDirectory({}, None)
+    if deny_if_missing and not path.exists():
+        return ActorDirectory({}, path, missing=True)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
         parsed = _ActorsFile.model_validate(raw)
@@ -128,15 +158,23 @@ def parse_proxy_authorization(value: str | None) -> str | None:
     The user part is free (clients need something there); a URL with only `token@` is accepted
     too, since people write `http://TOKEN@host:port` as often as `http://x:TOKEN@host:port`.
     """
+    return parse_proxy_credentials(value)[1]
+
+
+def parse_proxy_credentials(value: str | None) -> tuple[str, str | None]:
+    """(user name, token) from a `Proxy-Authorization` header; the user name is "" when there
+    is none, and also when the only part given is the token (`http://TOKEN@host`): the name
+    must never hold a secret, since failure counting keys on it."""
     if not value:
-        return None
+        return "", None
     scheme, _, encoded = value.strip().partition(" ")
     if scheme.lower() != "basic" or not encoded.strip():
-        return None
+        return "", None
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
     except (binascii.Error, ValueError):  # ValueError: non-ASCII input, bad UTF-8
-        return None
+        return "", None
     user, sep, password = decoded.partition(":")
-    token = password if sep and password else user
-    return token or None
+    if sep and password:
+        return user, password
+    return "", user or None

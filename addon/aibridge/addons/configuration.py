@@ -98,6 +98,9 @@ class Configuration:
         while self.runtime.in_flight() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         await self.runtime.drop_resend_client()
+        if self.runtime.webhook is not None:  # budget notices still queued get a moment
+            await asyncio.to_thread(self.runtime.webhook.close, 2.0)
+            self.runtime.webhook = None
         self._stop_reporting()
 
     async def _watch_files(self) -> None:

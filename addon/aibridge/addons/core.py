@@ -12,24 +12,27 @@ from __future__ import annotations
 import logging
 
 from mitmproxy import http, tls
+from mitmproxy.proxy import server_hooks
 
-from aibridge.addons.runtime import Runtime, fail_closed
+from aibridge.addons.mitm_shim import Handover
+from aibridge.addons.runtime import UNREAD_HOST, Runtime, fail_closed
 from aibridge.admission.pipeline import Candidate
 from aibridge.admission.steps import Pipelines
 from aibridge.errors.convert import convert_error, converted_response_headers
 from aibridge.errors.envelope import ResponseError
 from aibridge.errors.proxy_failures import interrupted, is_client_cancel, unreachable
-from aibridge.flow import finish
+from aibridge.flow import finish, passthrough
 from aibridge.flow.exchange import Exchange, Phase
 from aibridge.flow.start import HANDSHAKE, open_interception, placeholder
 from aibridge.intercept import CredentialKind, is_websocket_upgrade, new_credential_info
+from aibridge.intercept.headers import without_actor_headers
 from aibridge.observe import flowview
-from aibridge.providers import BRIDGED, UNTOUCHED
+from aibridge.providers import BRIDGED, PASSTHROUGH, UNTOUCHED
 from aibridge.streaming.tap import StreamTap
 from aibridge.upstream import failover
 from aibridge.upstream.privacy import strip_client_identity
 from aibridge.upstream.rewrite import retarget, rewrite_for_upstream
-from aibridge.upstream.scrub import scrub
+from aibridge.upstream.scrub import redact, reveal, scrub, sent_secrets
 
 logger = logging.getLogger("aibridge")
 
@@ -40,10 +43,14 @@ class BridgeCore:
 
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
         if self.runtime.settings.registry.for_host(data.client_hello.sni) is None:
-            data.ignore_connection = True  # tunnelled, never decrypted
+            # Tunnelled, never decrypted: to the CONNECT target, which the egress addon checks
+            # when mitmproxy opens it, even when that target names a provider host.
+            data.ignore_connection = True
         elif b"http/1.1" in data.client_hello.alpn_protocols:
             # One request per connection at a time lets each failure be answered exactly
-            # (see mitm_shim); LLM clients gain nothing from h2 on these hosts.
+            # (see mitm_shim); LLM clients gain nothing from h2 on these hosts. A client that
+            # offers only h2 gets it, so that it can read why each request is refused
+            # (admission's Http1Only); mitmproxy never opens the upstream for those.
             data.context.client.alpn = b"http/1.1"
 
     @fail_closed
@@ -55,7 +62,10 @@ class BridgeCore:
         if provider is None or caller is None:
             return
         request = flow.request
-        ex = Exchange(provider, provider.match(request.method, request.path), caller)
+        match = provider.match(request.method, request.path)
+        if match.target is not None and match.target != request.path:
+            request.path = match.target  # routed on its normal form, and sent upstream in it
+        ex = Exchange(provider, match, caller)
         ex.client_close = "close" in request.headers.get("connection", "").lower()
         if is_websocket_upgrade(request.method, request.headers):
             ex.websocket_api = provider.websocket_api(request.path)
@@ -63,15 +73,25 @@ class BridgeCore:
         flowview.start(flow, provider, ex.match, caller.actor)
         try:
             self._pipelines().head.admit(self._candidate(flow, ex))
+            if ex.match.kind == PASSTHROUGH and passthrough.streams_body(request):
+                self._stream_passthrough(flow, ex)
         except ResponseError as e:
-            self._refuse(flow, ex, e)
+            self._refuse(flow, ex, e, unread=passthrough.streams_body(request))
+
+    def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+        if data.server.address is not None and data.server.address[0] == UNREAD_HOST:
+            data.server.error = "refused by aibridge before its body was read"
 
     @fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
         ex = self.runtime.exchanges.get(flow)
-        if ex is None or flow.response is not None:
-            return
+        if ex is None or flow.response is not None or ex.phase is not Phase.HEADERS:
+            return  # (a streamed passthrough was forwarded from its request headers)
+        if (hidden := self.runtime.hidden.pop(flow, None)) is not None:
+            reveal(flow.request, hidden)  # the credentials as sent (addons.masking hid them)
         if ex.match.kind == UNTOUCHED:
+            # As sent, except that the trusted actor headers only ever come from the bridge.
+            flow.request.headers = without_actor_headers(flow.request.headers)
             retarget(flow.request, ex.provider)
             ex.phase = Phase.FORWARDED
             return
@@ -96,6 +116,7 @@ class BridgeCore:
         if candidate.info is not None:
             open_interception(self.runtime.reporter, flow, ex, candidate.info, candidate.body,
                               credential.info)
+        self.runtime.hold(ex.interception, candidate.holds)
         if ex.provider.strip_client_identity:
             strip_client_identity(flow.request, candidate.body)  # after it was recorded
         rewrite_for_upstream(flow.request, ex.provider, credential, ex.caller.actor)
@@ -116,7 +137,9 @@ class BridgeCore:
                 ex.tap = StreamTap(ex.api, response.headers.get("content-encoding"))
                 response.stream = ex.tap
             else:
-                response.stream = True
+                response.stream = passthrough.Meter()
+        elif response.stream is True and ex.match.kind == PASSTHROUGH:
+            response.stream = passthrough.Meter()  # streamed by mitmproxy's own option
 
     async def response(self, flow: http.HTTPFlow) -> None:
         ex = self.runtime.exchanges.get(flow)
@@ -127,6 +150,8 @@ class BridgeCore:
         cred = ex.credential
         if cred is not None and cred.key is not None and not ex.synthesized:
             await self._fail_over(flow, ex)
+        # Before the client, a conversion or a log line reads an answer that echoes the key.
+        redact(flow.response, sent_secrets(cred))
         if flow.response.status_code == 101 and ex.websocket_api is not None:
             return  # a WebSocket session takes over (addons.sockets)
         self._record_handshake(flow, ex)
@@ -172,9 +197,46 @@ class BridgeCore:
             open_interception(self.runtime.reporter, flow, ex, HANDSHAKE, None,
                               ex.credential.info)
 
-    def _refuse(self, flow: http.HTTPFlow, ex: Exchange, error: ResponseError) -> None:
+    def _refuse(self, flow: http.HTTPFlow, ex: Exchange, error: ResponseError, *,
+                unread: bool = False) -> None:
         finish.refuse(self.runtime.reporter, flow, ex, error)
         del self.runtime.exchanges[flow]
+        handover = self.runtime.handovers.get(flow.client_conn)
+        if unread and handover is not None and not self.runtime.shim_problems \
+                and flow.request.http_version in ("HTTP/1.1", "HTTP/1.0"):
+            self._leave_unread(flow, handover)
+        else:
+            flow.request.stream = False  # mitmproxy sends no answer to a streaming request
+
+    @staticmethod
+    def _leave_unread(flow: http.HTTPFlow, handover: Handover) -> None:
+        """Answer a refused request with a large or chunked body now, and close, leaving the
+        body unread: mitmproxy reads the whole body (whatever its size) before it sends an
+        answer set in `requestheaders`. Instead the request streams towards an address
+        `server_connect` refuses to open; mitmproxy answers that failure, and the shim
+        (addons.mitm_shim) sends the handover's answer in its place, with `Connection: close`.
+        """
+        handover.response, flow.response = flow.response, None
+        flow.request.headers.pop("expect", None)  # no "100 Continue" that invites the body
+        flow.request.data.host, flow.request.data.port = UNREAD_HOST, 9
+        flow.request.stream = True
+
+    def _stream_passthrough(self, flow: http.HTTPFlow, ex: Exchange) -> None:
+        """A large (or chunked) passthrough body goes upstream as it arrives (flow.passthrough):
+        admitted and rewritten now, since its headers leave right after this hook."""
+        candidate = self._candidate(flow, ex)
+        self._pipelines().passthrough.admit(candidate)
+        credential = candidate.credential
+        assert credential is not None
+        ex.credential, ex.info = credential, credential.info
+        if ex.provider.strip_client_identity:
+            strip_client_identity(flow.request, None)
+        framing = passthrough.framing(flow.request)
+        rewrite_for_upstream(flow.request, ex.provider, credential, ex.caller.actor)
+        passthrough.keep_framing(flow.request, framing)
+        flow.request.stream = passthrough.Meter()
+        flowview.sent(flow, credential.info, None)
+        ex.phase = Phase.FORWARDED
 
     def _end(self, flow: http.HTTPFlow, ex: Exchange, client_status: int | None = None) -> None:
         finish.end(self.runtime.reporter, flow, ex, client_status)
@@ -187,13 +249,13 @@ class BridgeCore:
     @staticmethod
     def _candidate(flow: http.HTTPFlow, ex: Exchange) -> Candidate:
         return Candidate(ex.provider, ex.match, flow.request.path.split("?", 1)[0],
-                         ex.caller.token, request=flow.request)
+                         ex.caller.token, request=flow.request, actor=ex.caller.actor)
 
     async def _fail_over(self, flow: http.HTTPFlow, ex: Exchange) -> None:
         assert flow.response is not None and ex.credential is not None
         cred = ex.credential
         # Neither a stream nor a WebSocket handshake can be re-sent from here.
-        streaming = ex.websocket_api is not None or (
+        streaming = ex.websocket_api is not None or bool(flow.request.stream) or (
             ex.interception.streaming if ex.interception else False)
         try:
             outcome = await failover.after_response(
@@ -249,7 +311,14 @@ class BridgeCore:
         errors = ex.provider.api.errors
         handover = self.runtime.handovers.get(flow.client_conn)
         if flow.response is None:
-            error = unreachable(ex.provider.name, flow, timed_out=ex.timed_out)
+            reach, up = self.runtime.reach, ex.provider.upstream
+            error = unreachable(ex.provider.name, flow, timed_out=ex.timed_out,
+                                retried_for=reach.window if reach.gave_up(
+                                    (up.host, up.port)) else None)
+            # The client's message names no address; the operator's log keeps the details.
+            logger.warning(f"aibridge: {ex.provider.name}: upstream {flow.request.host}:"
+                           f"{flow.request.port}: "
+                           f"{flow.error.msg if flow.error else 'no response'}")
             if handover is not None:
                 handover.response = error.to_response(errors)
             if flow.error is not None:

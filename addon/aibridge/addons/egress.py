@@ -1,7 +1,19 @@
-"""Egress: clients cannot reach internal addresses through the bridge. A CONNECT to a host that
-is not a provider, and a plain-HTTP proxy request, are checked on the resolved address, and the
-connection is pinned to the address that was checked (no DNS rebinding in between). Provider
-traffic goes to the operator's configured upstreams, which are trusted."""
+"""Egress: clients cannot reach internal addresses through the bridge.
+
+Every connection the proxy opens for a client is checked on the address it resolves to, and
+pinned to the address that was checked (no DNS rebinding in between), except one kind: a
+request decrypted on a provider host, which the core always aims at the operator's configured
+upstream (host and port) — those upstreams are trusted for provider traffic only.
+
+- A CONNECT to any other host, and a plain-HTTP proxy request, are checked when they arrive
+  (a clear 403).
+- A CONNECT to a provider host on a port clients use for it (443, or the configured upstream's
+  when that is the same host) is not resolved yet: decrypted, its requests never go to the
+  CONNECT target. When it is not decrypted after all (the TLS SNI names another host, no SNI,
+  not TLS at all) mitmproxy would tunnel it to the CONNECT target: `server_connect` checks that
+  connection like any other and kills it when the target is internal. A provider host on any
+  other port is checked at CONNECT time like any other host.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +24,12 @@ from mitmproxy import connection, ctx, http
 from mitmproxy.proxy import server_hooks
 
 from aibridge.access import egress
-from aibridge.addons.runtime import Runtime, fail_closed
+from aibridge.addons.runtime import UNREAD_HOST, Runtime, fail_closed
+from aibridge.providers import Provider
 
 logger = logging.getLogger("aibridge")
+
+HTTPS_PORT = 443
 
 
 class Egress:
@@ -28,8 +43,9 @@ class Egress:
         if flow.response is not None or _upstream_mode():
             return
         host, port = flow.request.host, flow.request.port
-        if self.runtime.settings.registry.for_host(host) is not None:
-            return
+        provider = self.runtime.settings.registry.for_host(host)
+        if provider is not None and port in client_ports(provider):
+            return  # decrypted or checked when a connection is opened (server_connect)
         try:
             ip = await egress.resolve_allowed(host, port, self._allowed())
         except egress.EgressDenied as e:
@@ -40,10 +56,46 @@ class Egress:
             return
         self._pinned[flow.client_conn] = ((host, port), (ip, port))
 
-    def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+    async def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+        # Not `fail_closed` (there is no flow to answer): an error kills the connection.
+        try:
+            await self._check_server(data)
+        except Exception:
+            logger.exception("aibridge: internal error in the egress check; connection refused")
+            data.server.error = "aibridge: internal error in the egress check"
+
+    async def _check_server(self, data: server_hooks.ServerConnectionHookData) -> None:
+        server = data.server
+        if server.address is None or server.via is not None or _upstream_mode():
+            return  # a corporate proxy resolves and polices the names itself
         pinned = self._pinned.get(data.client)
-        if pinned is not None and data.server.address == pinned[0] and data.server.via is None:
-            data.server.address = pinned[1]
+        if pinned is not None and server.address == pinned[0]:
+            server.address = pinned[1]  # checked at CONNECT time
+            return
+        if self._is_provider_upstream(data.client, server.address):
+            return
+        host, port = server.address
+        if host == UNREAD_HOST:
+            return  # the core refuses it without a lookup
+        try:
+            ip = await egress.resolve_allowed(host, port, self._allowed())
+        except egress.EgressDenied as e:
+            caller = self.runtime.callers.get(data.client)
+            logger.warning(f"aibridge: refused a connection for "
+                           f"{caller.actor.id if caller else '?'} (TLS SNI {data.client.sni!r})"
+                           f": {e}")
+            server.error = f"refused by the egress policy: {e}"
+            return
+        server.address = (ip, port)
+
+    def _is_provider_upstream(self, client: connection.Client, address: tuple) -> bool:
+        """A request decrypted on a provider host, on its way to a configured upstream."""
+        registry = self.runtime.settings.registry
+        if not client.tls_established or registry.for_host(client.sni) is None:
+            return False
+        host, port = address
+        return any(p.upstream.host == str(host).lower() and p.upstream.port == port
+                   for p in registry.providers)
 
     @fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
@@ -61,6 +113,13 @@ class Egress:
 
     def _allowed(self) -> tuple[egress.Network, ...]:
         return egress.parse_networks(self.runtime.settings.config.egress.allow)
+
+
+def client_ports(provider: Provider) -> frozenset[int]:
+    """The ports clients reach a provider host on: HTTPS, or the configured upstream's when the
+    upstream is that same host (an internal gateway on its own port)."""
+    up = provider.upstream
+    return frozenset({HTTPS_PORT, up.port} if up.host in provider.hosts else {HTTPS_PORT})
 
 
 def forbidden(error: Exception) -> http.Response:

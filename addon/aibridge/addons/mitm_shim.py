@@ -11,7 +11,8 @@
 Both rely on private mitmproxy API. `problems()` checks the version and the code we replace;
 the addon refuses to install the shim (and logs why) when they changed, and a unit test fails.
 Provider hosts are served to clients over HTTP/1.1 (see the addon's `tls_clienthello`), so
-every bridged request goes through this HTTP/1 path.
+every bridged request goes through this HTTP/1 path; a request in any other HTTP version is
+refused with a JSON error before it goes upstream (admission's `Http1Only`).
 """
 
 from __future__ import annotations

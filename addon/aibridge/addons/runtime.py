@@ -8,24 +8,35 @@ import functools
 import inspect
 import logging
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx2
 from mitmproxy import connection, ctx, http
 
 from aibridge.addons.mitm_shim import Handover
+from aibridge.admission.budgets import Notify
+from aibridge.admission.policies import build_policies
 from aibridge.admission.steps import Pipelines, pipelines
 from aibridge.counters import Registry
 from aibridge.errors.envelope import OPENAI_ERR_TYPE_API, new_response_error
 from aibridge.errors.shapes import ANTHROPIC_ERRORS
 from aibridge.flow.exchange import Caller, Exchange
+from aibridge.intercept import Interception
 from aibridge.observe.reporting import Reporter
+from aibridge.observe.webhook import Webhook
 from aibridge.providers import Provider
 from aibridge.recording.recorder import Recorder
 from aibridge.settings import Settings
+from aibridge.state.ledger import Hold, Ledger
 from aibridge.streaming.socket_session import SocketSession
-from aibridge.upstream import resend
+from aibridge.upstream import resend, scrub
+from aibridge.upstream.reach import Reachability
+
+# Where a refused request is aimed so that it never opens a connection (the core's
+# `_leave_unread`); a reserved name (RFC 6761) that no resolver answers, should the refusal
+# ever be skipped. The core refuses to connect there; egress leaves it to the core.
+UNREAD_HOST = "refused.aibridge.invalid"
 
 
 class Runtime:
@@ -45,11 +56,20 @@ class Runtime:
             weakref.WeakKeyDictionary())
         self.sockets: weakref.WeakKeyDictionary[http.HTTPFlow, SocketSession] = (
             weakref.WeakKeyDictionary())
+        # Credentials taken out of requests waiting for their body (addons.masking), until
+        # the core (provider flows) or the masking addon (others) forwards them.
+        self.hidden: weakref.WeakKeyDictionary[http.HTTPFlow, scrub.Hidden] = (
+            weakref.WeakKeyDictionary())
         # Provider connections, with what their next mitmproxy-made error should say
         # (installed by addons.upstream_failures, filled by the core's error hook).
         self.handovers: weakref.WeakKeyDictionary[connection.Client, Handover] = (
             weakref.WeakKeyDictionary())
         self._client: httpx2.AsyncClient | None = None  # for failover re-sends
+        self.reach = Reachability()  # the bridge's own connect retries (addons.upstream_reach)
+        # What admitted interceptions hold (budget reservations, rate-limit slots) until they
+        # end; outlives reloads, like the state the holds refer to.
+        self.ledger = Ledger()
+        self.webhook: Webhook | None = None  # [budgets_settings] webhook_url
 
     @property
     def settings(self) -> Settings:
@@ -59,7 +79,35 @@ class Runtime:
 
     def apply(self, settings: Settings) -> None:
         self.settings_or_none = settings
-        self.pipelines = pipelines(settings.config.max_body_bytes, settings.breakers)
+        self.reporter.prices = settings.prices  # interceptions ending from now on use them
+        self.reach.window = settings.config.resilience.connect_retry_window
+        self.reporter.ledger = self.ledger  # (a reload may bring a new reporter)
+        budgets, limits = build_policies(settings, notify=self._webhook(settings))
+        self.pipelines = pipelines(settings.config.max_body_bytes, settings.breakers,
+                                   settings.config.max_passthrough_body_bytes,
+                                   budgets=budgets, limits=limits)
+
+    def hold(self, interception: Interception | None, holds: Sequence[Hold]) -> None:
+        """An admitted interception keeps what admission took until it ends (the reporter
+        settles it); without an interception nothing will end it, so it is given back now."""
+        if interception is not None:
+            self.ledger.keep(interception.id, holds)
+        else:
+            for held in holds:
+                held.release()
+
+    def _webhook(self, settings: Settings) -> Notify | None:
+        """The budget webhook sender for `[budgets_settings]`, kept while its set-up stays."""
+        bs = settings.config.budgets_settings
+        wanted = (bs.webhook_url, bs.webhook_timeout, bs.webhook_attempts)
+        current = self.webhook
+        if current is not None and (current.url, current.timeout, current.attempts) != wanted:
+            current.close(0)
+            current = self.webhook = None
+        if current is None and bs.webhook_url is not None:
+            current = self.webhook = Webhook(bs.webhook_url, timeout=bs.webhook_timeout,
+                                             attempts=bs.webhook_attempts)
+        return current.post if current is not None else None
 
     def caller_of(self, flow: http.HTTPFlow) -> Caller | None:
         return self.callers.get(flow.client_conn) or self.plain_callers.get(flow)

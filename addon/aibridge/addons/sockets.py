@@ -58,7 +58,8 @@ class Sockets:
             ex = self.runtime.exchanges.get(flow)
             assert ex is not None
             candidate = Candidate(ex.provider, ex.match, session.route_path, ex.caller.token,
-                                  body=body, info=info)
+                                  body=body, info=info, actor=ex.caller.actor,
+                                  body_bytes=len(message.content))
             try:
                 assert self.runtime.pipelines is not None
                 self.runtime.pipelines.frame.admit(candidate)
@@ -71,6 +72,7 @@ class Sockets:
                                               candidate.circuit_open)
                 return
             session.admitted(interception, candidate.circuit)
+            self.runtime.hold(interception, candidate.holds)
         elif (done := session.server_frame(message.text)) is not None:
             self._record_circuit(done)
             finish.end_socket_response(reporter, flow, done)

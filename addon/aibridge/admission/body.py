@@ -19,7 +19,7 @@ def too_large(limit: int) -> ResponseError:
     size = f"{limit >> 20}MiB" if limit % (1 << 20) == 0 else f"{limit} bytes"
     return new_response_error(
         f"Request body too large. The maximum allowed request body size is {size}.",
-        OPENAI_ERR_TYPE_INVALID_REQUEST, "request_too_large", 413)
+        OPENAI_ERR_TYPE_INVALID_REQUEST, "request_too_large", 413, should_retry=False)
 
 
 def declared_too_large(request: http.Request, limit: int) -> bool:

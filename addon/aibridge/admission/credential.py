@@ -63,14 +63,16 @@ def resolve_credential(provider: Provider, client_headers: Headers,
             raise new_response_error(
                 f"no credential: provider {provider.name!r} needs your own API key "
                 f"(send it in the {provider.api.credential.name} header)",
-                OPENAI_ERR_TYPE_AUTHENTICATION, "missing_api_key", 401)
+                OPENAI_ERR_TYPE_AUTHENTICATION, "missing_api_key", 401, should_retry=False)
         slot, secret = own
         return UpstreamCredential(new_credential_info(CredentialKind.BYOK, secret, slot.name),
                                   slot.name, slot.value(secret))
     if provider.pool is None:
         raise new_response_error(
             f"no credential: provider {provider.name!r} has no central keys and the request "
-            "carries no API key of its own", OPENAI_ERR_TYPE_AUTHENTICATION, "missing_api_key", 401)
+            "carries no API key of its own; set your own provider API key, or ask the bridge's "
+            "operator to configure central keys", OPENAI_ERR_TYPE_AUTHENTICATION,
+            "missing_api_key", 401, should_retry=False)
     try:
         key = attempt.next() if attempt is not None else provider.pool.select()
     except KeyPoolError as e:

@@ -14,15 +14,17 @@ steps of this same list, between the circuit breaker and the credential.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from mitmproxy import http
 
 from aibridge.admission.credential import UpstreamCredential
+from aibridge.intercept import Actor
 from aibridge.keys.circuit import Admission
 from aibridge.providers import Provider, RouteMatch
 from aibridge.providers.base import RequestInfo, WireApi
+from aibridge.state.ledger import Hold
 
 
 @dataclass
@@ -39,6 +41,11 @@ class Candidate:
     circuit: Admission | None = None  # the circuit breaker's slot, once taken
     credential: UpstreamCredential | None = None  # the upstream credential, once chosen
     circuit_open: bool = False  # refused because the breaker is open
+    actor: Actor | None = None  # who is calling (budgets and limits match on it)
+    body_bytes: int | None = None  # the body's size when known without encoding it again
+    # What admission took that the request gives back when it ends (budget reservations,
+    # concurrency slots): kept in the runtime's ledger under its interception's id.
+    holds: list[Hold] = field(default_factory=list)
 
     @property
     def api(self) -> WireApi | None:

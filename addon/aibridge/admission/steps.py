@@ -6,21 +6,39 @@ from dataclasses import dataclass
 
 from aibridge.admission.body import declared_too_large, parse_json_object, too_large
 from aibridge.admission.credential import resolve_credential
-from aibridge.admission.pipeline import Candidate, Pipeline
+from aibridge.admission.pipeline import Candidate, Pipeline, Step
+from aibridge.config import MAX_PASSTHROUGH_BODY_BYTES
 from aibridge.intercept import (
     OPENAI_ERR_TYPE_INVALID_REQUEST,
     OPENAI_ERR_TYPE_NOT_FOUND,
+    OPENAI_ERR_TYPE_PERMISSION,
     new_response_error,
 )
 from aibridge.keys.circuit import CircuitBreakers, circuit_open_error
-from aibridge.providers import BRIDGED, UNKNOWN
+from aibridge.providers import BRIDGED, DENIED, INVALID, PASSTHROUGH, UNKNOWN
 
 MAX_HEAD_BYTES = 64 << 10  # provider APIs refuse larger heads anyway; we never forward them
+HTTP1_VERSIONS = frozenset({"HTTP/1.1", "HTTP/1.0"})
 
 
 class _Step:
     def release(self, candidate: Candidate) -> None:
         pass
+
+
+class Http1Only(_Step):
+    """Provider hosts speak HTTP/1.1 to clients: mitmproxy's own failure answers (JSON errors,
+    the event that ends a cut stream) are only replaced on its HTTP/1 path (addons/mitm_shim).
+    A client that offers only h2 in ALPN, or sends the HTTP/2 preface without ALPN, gets this
+    JSON error in its own protocol instead of an HTML page later."""
+
+    def admit(self, candidate: Candidate) -> None:
+        assert candidate.request is not None
+        if candidate.request.http_version not in HTTP1_VERSIONS:
+            raise new_response_error(
+                f"{candidate.request.http_version} is not supported on provider hosts: use "
+                "HTTP/1.1 (offer http/1.1 in TLS ALPN)",
+                OPENAI_ERR_TYPE_INVALID_REQUEST, "http_version_not_supported", 505)
 
 
 class HeaderLimits(_Step):
@@ -38,26 +56,45 @@ class HeaderLimits(_Step):
 
 
 class KnownRoute(_Step):
-    """A path on a provider host that is neither bridged nor passed through is refused."""
+    """A path on a provider host that is neither bridged nor passed through is refused; so is
+    one on the provider's deny list, and one without a single safe reading (providers.paths)."""
 
     def admit(self, candidate: Candidate) -> None:
-        if candidate.match.kind == UNKNOWN:
+        kind = candidate.match.kind
+        if kind in (UNKNOWN, DENIED, INVALID):
             assert candidate.request is not None
+            method, reason = candidate.request.method, candidate.match.reason
+        if kind == UNKNOWN:
             raise new_response_error(
-                f"route not supported: {candidate.request.method} {candidate.path}",
-                OPENAI_ERR_TYPE_NOT_FOUND, "route_not_supported", 404)
+                f"route not supported: {method} {candidate.path}",
+                OPENAI_ERR_TYPE_NOT_FOUND, "route_not_supported", 404, should_retry=False)
+        if kind == DENIED:
+            raise new_response_error(
+                f"route denied: {method} {candidate.path} is on provider "
+                f"{candidate.provider.name!r}'s deny list ({reason}); the bridge does not "
+                "forward it", OPENAI_ERR_TYPE_PERMISSION, "route_denied", 403,
+                should_retry=False)
+        if kind == INVALID:
+            raise new_response_error(f"invalid request path: {reason}",
+                                     OPENAI_ERR_TYPE_INVALID_REQUEST, "invalid_path", 400,
+                                     should_retry=False)
 
 
 @dataclass
 class DeclaredSize(_Step):
-    """A bridged body whose Content-Length is over the limit is refused before it is read."""
+    """A body whose Content-Length is over its route's limit is refused before it is read:
+    bridged bodies are held and parsed, passed-through ones (file uploads) only streamed."""
 
     limit: int
+    passthrough_limit: int
 
     def admit(self, candidate: Candidate) -> None:
         assert candidate.request is not None
-        if candidate.match.kind == BRIDGED and declared_too_large(candidate.request, self.limit):
-            raise too_large(self.limit)
+        kind = candidate.match.kind
+        limit = (self.limit if kind == BRIDGED
+                 else self.passthrough_limit if kind == PASSTHROUGH else None)
+        if limit is not None and declared_too_large(candidate.request, limit):
+            raise too_large(limit)
 
 
 @dataclass
@@ -112,12 +149,18 @@ class Pipelines:
     frame: Pipeline  # a WebSocket `response.create` frame
 
 
-def pipelines(max_body_bytes: int, breakers: CircuitBreakers | None) -> Pipelines:
+def pipelines(max_body_bytes: int, breakers: CircuitBreakers | None,
+              max_passthrough_body_bytes: int = MAX_PASSTHROUGH_BODY_BYTES, *,
+              budgets: Step | None = None, limits: Step | None = None) -> Pipelines:
     circuit = [Circuit(breakers)] if breakers is not None else []
-    # Budgets, rate limits and secret scanning go between the circuit and the credential.
+    # Budgets (admission/budgets.py), then rate limits (admission/limits.py): a spent budget
+    # is the answer that lasts, so it is given before a wait that would only lead to it.
+    # Secret scanning goes here too, before the credential.
+    policies = [step for step in (budgets, limits) if step is not None]
     return Pipelines(
-        head=Pipeline([HeaderLimits(), KnownRoute(), DeclaredSize(max_body_bytes)]),
-        bridged=Pipeline([JsonBody(max_body_bytes), *circuit, Credential()]),
+        head=Pipeline([Http1Only(), HeaderLimits(), KnownRoute(),
+                       DeclaredSize(max_body_bytes, max_passthrough_body_bytes)]),
+        bridged=Pipeline([JsonBody(max_body_bytes), *circuit, *policies, Credential()]),
         passthrough=Pipeline([Credential()]),
-        frame=Pipeline(circuit),
+        frame=Pipeline([*circuit, *policies]),
     )

@@ -81,6 +81,9 @@ class ResponseError(Exception):
     param: str | None = None
     status: int = 500
     retry_after: float = 0.0
+    # `x-should-retry`, which the official SDKs (and Claude Code) obey over their own status
+    # rules: False for what an immediate retry cannot fix, so the user sees the message now.
+    should_retry: bool | None = None
 
     def __post_init__(self) -> None:
         super().__init__(self.message)
@@ -106,6 +109,8 @@ class ResponseError(Exception):
         out = http.Headers(fields=[(b"Content-Type", b"application/json")])
         if math.isfinite(self.retry_after) and self.retry_after > 0:
             out["Retry-After"] = str(math.ceil(self.retry_after))
+        if self.should_retry is not None:
+            out["x-should-retry"] = "true" if self.should_retry else "false"
         for name in {name for name, _ in extra}:
             out.pop(name, None)
         for name, value in extra:
@@ -115,9 +120,11 @@ class ResponseError(Exception):
 
 
 def new_response_error(
-    msg: str, err_type: str, code: str | None, status: int, retry_after: float = 0.0
+    msg: str, err_type: str, code: str | None, status: int, retry_after: float = 0.0, *,
+    should_retry: bool | None = None,
 ) -> ResponseError:
-    return ResponseError(msg, err_type, code, status=status, retry_after=retry_after)
+    return ResponseError(msg, err_type, code, status=status, retry_after=retry_after,
+                         should_retry=should_retry)
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:

@@ -35,6 +35,7 @@ from aibridge.streaming.tap import StreamTap
 class Caller:
     actor: Actor
     token: bytes | None  # SHA-256 of the proxy token, to tell it apart from a provider key
+    expires: float | None = None  # epoch seconds a sign-in token (OIDC) stops counting
 
 
 class Phase(enum.Enum):

@@ -11,6 +11,7 @@ from mitmproxy import http
 from aibridge.errors import categories
 from aibridge.errors.envelope import ResponseError
 from aibridge.errors.proxy_failures import is_client_cancel
+from aibridge.flow import passthrough
 from aibridge.flow.exchange import Exchange, Phase
 from aibridge.intercept import Interception
 from aibridge.model import KeyPoolError
@@ -21,6 +22,7 @@ from aibridge.providers.catalog import PROVIDER_APIS
 from aibridge.streaming.socket_session import Finished
 from aibridge.streaming.tap import StreamTap
 from aibridge.summary import ResponseSummary
+from aibridge.upstream import scrub
 
 COMPLETED, FAILED, CANCELLED, REJECTED = "completed", "failed", "cancelled", "rejected"
 WARMUP = "warmup"  # a Responses `generate: false` create: nothing generated, nothing failed
@@ -28,6 +30,7 @@ WARMUP = "warmup"  # a Responses `generate: false` create: nothing generated, no
 
 def refuse(reporter: Reporter, flow: http.HTTPFlow, ex: Exchange, error: ResponseError) -> None:
     """Answer with a bridge-made error instead of going upstream; ends the interception."""
+    scrub.mask_flow(flow)  # never forwarded: the client's credentials are kept as hints only
     flow.response = error.to_response(ex.provider.api.errors)
     ex.synthesized = True
     if isinstance(error.__cause__, KeyPoolError):
@@ -41,6 +44,9 @@ def refuse(reporter: Reporter, flow: http.HTTPFlow, ex: Exchange, error: Respons
                 circuit_open=ex.circuit_open, key_pool_kind=ex.pool_error),
             error_message=error.message, summary=None, key_attempts=0,
             time_to_first_token=None)
+    elif passthrough.recorded(ex):  # its line is the one `flowview.rejected` wrote
+        passthrough.ended(reporter, flow, ex, outcome=REJECTED, status=error.status,
+                          reason=error.message, sent=False, log=False)
     ex.phase = Phase.ENDED
 
 
@@ -52,10 +58,16 @@ def end(reporter: Reporter, flow: http.HTTPFlow, ex: Exchange,
     if ex.ended:
         return
     ex.phase = Phase.ENDED
+    # Whatever credential the flow still holds (e.g. an untouched route's own) becomes a hint,
+    # in the request and in an answer that echoes it.
+    scrub.redact(flow.response, scrub.mask_flow(flow))
     outcome, reason = outcome_of(flow, ex.tap, timed_out=ex.timed_out is not None)
     interception = ex.interception
     if interception is None:
         flowview.outcome(flow, outcome, reason)
+        if passthrough.recorded(ex):
+            passthrough.ended(reporter, flow, ex, outcome=outcome, reason=reason, sent=True,
+                              status=flow.response.status_code if flow.response else client_status)
         return
     summary = summary_of(flow, ex.tap, ex.api)
     status = flow.response.status_code if flow.response else client_status
@@ -71,18 +83,21 @@ def end(reporter: Reporter, flow: http.HTTPFlow, ex: Exchange,
     ttft = None
     if ex.tap is not None and ex.tap.first_token_at is not None:
         ttft = max(0.0, ex.tap.first_token_at - ex.started_mono)
-    flowview.ended(flow, interception, summary, outcome, reason)
+    cost = reporter.price(interception, summary)
+    flowview.ended(flow, interception, summary, outcome, reason, cost)
     cred = ex.credential
     reporter.ended(
         interception, outcome=outcome, status=status, error_type=kind, error_message=reason,
         summary=summary, key_attempts=cred.attempt.attempts if cred and cred.attempt else 0,
-        time_to_first_token=ttft)
+        time_to_first_token=ttft, cost=cost)
 
 
 def end_socket_response(reporter: Reporter, flow: http.HTTPFlow, done: Finished) -> None:
     """One response on a WebSocket is over."""
     interception = done.interception
-    flowview.socket_interception(flow, interception, done.summary, done.outcome, done.reason)
+    cost = reporter.price(interception, done.summary)
+    flowview.socket_interception(flow, interception, done.summary, done.outcome, done.reason,
+                                 cost)
     kind = None
     if done.outcome not in (COMPLETED, WARMUP):
         kind = categories.error_type(
@@ -90,7 +105,7 @@ def end_socket_response(reporter: Reporter, flow: http.HTTPFlow, done: Finished)
             upstream_error_type=done.summary.error_type)
     reporter.ended(interception, outcome=done.outcome, status=101, error_type=kind,
                    error_message=done.reason, summary=done.summary, key_attempts=0,
-                   time_to_first_token=done.time_to_first_token)
+                   time_to_first_token=done.time_to_first_token, cost=cost)
 
 
 def refuse_socket_response(reporter: Reporter, flow: http.HTTPFlow,

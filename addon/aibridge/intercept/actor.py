@@ -32,8 +32,10 @@ def actor_metadata_header(name: str) -> str:
 
 
 def is_actor_header(name: str) -> bool:
-    """True for every header in the actor namespace (`X-AI-Bridge-Request-ID` is not one)."""
-    return name.lower().startswith(_ACTOR_PREFIX_LOWER)
+    """True for every header in the actor namespace (`X-AI-Bridge-Request-ID` is not one), in
+    any case and with `_` for `-`: servers that map header names to variables (CGI, WSGI,
+    nginx's `underscores_in_headers`) read `X_AI_Bridge_Actor_ID` as the real one."""
+    return name.lower().replace("_", "-").startswith(_ACTOR_PREFIX_LOWER)
 
 
 @dataclass(frozen=True)

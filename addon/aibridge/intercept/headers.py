@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 from mitmproxy.http import Headers
 
-from aibridge.intercept.actor import _ACTOR_PREFIX_LOWER
+from aibridge.intercept.actor import _ACTOR_PREFIX_LOWER, is_actor_header
 
 HOP_BY_HOP = frozenset(
     {
@@ -62,14 +62,14 @@ def _native(raw: bytes) -> str:
 # field instead of a decode, a lower() and four membership tests; bounded against odd clients.
 _CLASSIFIED: dict[bytes, tuple[str, bool]] = {}
 _CLASSIFIED_MAX = 1024
-_STRIPPED_PREFIXES = (PROXY_PATH_PREFIX, _ACTOR_PREFIX_LOWER)
 
 
 def _classify(raw: bytes) -> tuple[str, bool]:
     known = _CLASSIFIED.get(raw)
     if known is None:
         lower = _name(raw).lower()
-        known = (lower, lower in STRIPPED_CLIENT_HEADERS or lower.startswith(_STRIPPED_PREFIXES))
+        known = (lower, lower in STRIPPED_CLIENT_HEADERS or lower.startswith(PROXY_PATH_PREFIX)
+                 or is_actor_header(lower))
         if len(_CLASSIFIED) >= _CLASSIFIED_MAX:
             _CLASSIFIED.clear()
         _CLASSIFIED[raw] = known
@@ -141,6 +141,12 @@ def upstream_fields(
         if (auth and name == auth and v.strip()) or name.startswith(_ACTOR_PREFIX_LOWER):
             client.append((n, v))
     return client
+
+
+def without_actor_headers(headers: Headers) -> Headers:
+    """`headers` minus every client-sent actor header (any case, `_` for `-`), the rest as sent:
+    for routes forwarded untouched, where no other header is changed."""
+    return _new_headers([f for f in headers.fields if not is_actor_header(_name(f[0]))])
 
 
 def build_upstream_headers(

@@ -14,6 +14,7 @@ breaker that opened in the meantime, and a late probe cannot decide for a later 
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 import time
 from collections import OrderedDict, deque
@@ -240,8 +241,19 @@ def _labels(key: BreakerKey) -> dict[str, str]:
     return {"provider": key[0], "endpoint": key[1], "model": key[2]}
 
 
+# A wait longer than this is not worth an automatic retry: the user should see why now.
+RETRY_WORTH_WAITING = 5.0
+
+
 def circuit_open_error(retry_after: float) -> ResponseError:
-    """503 for a refused request; `to_response()` emits `Retry-After` as ceil(seconds)."""
+    """503 for a refused request. A short wait is a `Retry-After` (ceil seconds) for the
+    client's automatic retry; a long one is said in the message with `x-should-retry: false`
+    and no `Retry-After`, since clients that ignore the former (Codex) would otherwise wait
+    out every retry in full before the user sees anything."""
+    if retry_after <= RETRY_WORTH_WAITING:
+        return new_response_error(CIRCUIT_OPEN_MESSAGE, OPENAI_ERR_TYPE_API, CIRCUIT_OPEN_CODE,
+                                  503, retry_after)
     return new_response_error(
-        CIRCUIT_OPEN_MESSAGE, OPENAI_ERR_TYPE_API, CIRCUIT_OPEN_CODE, 503, retry_after
-    )
+        f"{CIRCUIT_OPEN_MESSAGE}: the provider failed repeatedly, so the bridge sends it "
+        f"nothing for the next {math.ceil(retry_after)} s; try again then",
+        OPENAI_ERR_TYPE_API, CIRCUIT_OPEN_CODE, 503, should_retry=False)

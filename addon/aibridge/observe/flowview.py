@@ -8,6 +8,7 @@ from mitmproxy import http
 
 from aibridge.intercept import Actor, CredentialInfo, Interception, ResponseError
 from aibridge.observe.accesslog import access
+from aibridge.pricing import UNPRICED, Cost, format_usd, short_usd
 from aibridge.providers import Provider, RouteMatch
 from aibridge.summary import ResponseSummary
 from aibridge.textsafe import printable, storable, storable_tree
@@ -57,7 +58,7 @@ def outcome(flow: http.HTTPFlow, outcome: str, reason: str | None) -> None:
 
 
 def ended(flow: http.HTTPFlow, interception: Interception, summary: ResponseSummary | None,
-          outcome_: str, reason: str | None) -> None:
+          outcome_: str, reason: str | None, cost: Cost = UNPRICED) -> None:
     """An interception's end, as its viewers see it."""
     outcome(flow, outcome_, reason)
     meta = flow.metadata.get(KEY)
@@ -65,54 +66,62 @@ def ended(flow: http.HTTPFlow, interception: Interception, summary: ResponseSumm
         return
     if summary is not None:
         meta["usage"] = storable_tree(summary.to_dict())
+    # Text, not a number: metadata is JSON and a float would not keep the exact amount.
+    meta["cost"] = {"usd": None if cost.usd is None else str(cost.usd),
+                    "source": storable(cost.source) if cost.source else None}
     actor = meta["actor"]["id"]
-    flow.comment = comment(actor, interception, summary, outcome_, reason)
+    flow.comment = comment(actor, interception, summary, outcome_, reason, cost)
     flow.marked = {"completed": "", "warmup": "", "cancelled": ":grey_question:"}.get(
         outcome_, ":x:")
     status = flow.response.status_code if flow.response else "-"
-    log(actor, interception, status, summary, outcome_, reason)
+    log(actor, interception, status, summary, outcome_, reason, cost)
 
 
 def socket_interception(flow: http.HTTPFlow, interception: Interception,
-                        summary: ResponseSummary, outcome: str, reason: str | None) -> None:
+                        summary: ResponseSummary, outcome: str, reason: str | None,
+                        cost: Cost = UNPRICED) -> None:
     """One response on a Responses WebSocket: appended to the socket flow's interceptions."""
     meta = flow.metadata.get(KEY)
     if meta is None:
         return
-    entry = storable_tree(interception.to_dict() | {"usage": summary.to_dict(),
-                                                     "outcome": outcome})
+    entry = storable_tree(interception.to_dict() | {
+        "usage": summary.to_dict(), "outcome": outcome,
+        "cost": {"usd": None if cost.usd is None else str(cost.usd), "source": cost.source}})
     if reason:
         entry["error"] = storable(reason)
     meta.setdefault("interceptions", []).append(entry)
     actor = meta["actor"]["id"]
     count = len(meta["interceptions"])
     flow.comment = (f"{actor} · websocket · {count} response(s) · last: "
-                    + comment(None, interception, summary, outcome, reason))
-    log(actor, interception, "ws", summary, outcome, reason)
+                    + comment(None, interception, summary, outcome, reason, cost))
+    log(actor, interception, "ws", summary, outcome, reason, cost)
 
 
 # mitmweb's comment column shows about 25 characters and has no tooltip: what a person scans
-# for comes first (who, which model, did it work, how big), the rest after.
+# for comes first (who, which model, did it work, how big, what it cost), the rest after.
 OUTCOME_LABELS = {"completed": "ok"}
 
 
 def comment(actor: str | None, interception: Interception, summary: ResponseSummary | None,
-            outcome: str, reason: str | None) -> str:
+            outcome: str, reason: str | None, cost: Cost = UNPRICED) -> str:
     tokens = (f"{summary.input_tokens}→{summary.output_tokens} tok"
               if summary is not None else "no usage")
     lead = [actor] if actor is not None else []
     parts = [*lead, interception.model or "?", OUTCOME_LABELS.get(outcome, outcome), tokens,
-             interception.provider, f"key {interception.credential.hint}"]
+             short_usd(cost.usd), interception.provider, f"key {interception.credential.hint}"]
     return printable(" · ".join(parts) + (f" · {reason}" if reason else ""), limit=500)
 
 
 def log(actor: str, interception: Interception, status: object,
-        summary: ResponseSummary | None, outcome: str, reason: str | None) -> None:
+        summary: ResponseSummary | None, outcome: str, reason: str | None,
+        cost: Cost = UNPRICED) -> None:
     tokens = (f"in {summary.input_tokens} out {summary.output_tokens}"
               if summary is not None else "no usage")
     cred = interception.credential
+    # Last, so that a long reason cut to fit the line never cuts the cost off.
+    priced = f" cost={format_usd(cost.usd)}"
     access.info(printable(
         f"aibridge: {interception.id} actor={actor} provider={interception.provider} "
         f"model={interception.model} stream={interception.streaming} status={status} "
         f"credential={cred.kind}:{cred.hint} {tokens} outcome={outcome}"
-        + (f" reason={reason!r}" if reason else ""), limit=2000))
+        + (f" reason={reason!r}" if reason else ""), limit=2000 - len(priced)) + priced)

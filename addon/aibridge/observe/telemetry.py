@@ -13,6 +13,12 @@ Conventions (the OpenTelemetry GenAI semantic conventions):
   `gen_ai.client.operation.duration` (with `error.type` when failed) and, for streaming requests
   only, `gen_ai.client.operation.time_to_first_chunk`. The latter uses the duration buckets
   (the spec gives the same advice for the client latency histograms).
+- Cost: `aibridge.cost` (a counter, USD) adds each priced interception's cost when it ends,
+  with attributes `aibridge.actor.id`, `aibridge.team` (the actor's `Team` metadata, "" when
+  none), `aibridge.provider` and `gen_ai.request.model`; an interception whose model has no
+  price adds 1 to `aibridge.cost.unpriced` ({request}, same attributes) instead, never $0. The
+  span carries `aibridge.cost.usd` (the exact decimal, as text) and `aibridge.cost.source`.
+  The recorded cost is exact; the metric is a float, as every OTel sum is.
 - First token: span event `aibridge.first_token` plus span attribute
   `gen_ai.response.time_to_first_chunk` (seconds). The `gen_ai.*` namespace is the spec's to
   define, so our own events live under `aibridge.*`; likewise `aibridge.failover`.
@@ -34,7 +40,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +63,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from aibridge.counters import Histogram as RegistryHistogram
 from aibridge.counters import Labels, Registry
+from aibridge.pricing import TEAM_KEY
 from aibridge.providers.catalog import PROVIDER_APIS
 from aibridge.recording.records import InterceptionEnded, InterceptionStarted, TokenUsage
 
@@ -106,6 +113,11 @@ AIBRIDGE_TRANSPORT = "aibridge.transport"
 AIBRIDGE_OUTCOME = "aibridge.outcome"
 AIBRIDGE_KEY_ATTEMPTS = "aibridge.key_attempts"
 AIBRIDGE_INCOMPLETE = "aibridge.incomplete"  # span ended by eviction or shutdown, not by the addon
+AIBRIDGE_TEAM = "aibridge.team"
+AIBRIDGE_COST_USD = "aibridge.cost.usd"
+AIBRIDGE_COST_SOURCE = "aibridge.cost.source"
+AIBRIDGE_COST = "aibridge.cost"
+AIBRIDGE_COST_UNPRICED = "aibridge.cost.unpriced"
 
 EVENT_FAILOVER = "aibridge.failover"
 EVENT_FIRST_TOKEN = "aibridge.first_token"
@@ -166,6 +178,7 @@ class _Live:
     streaming: bool
     input_excludes_cache: bool
     metric_attrs: dict[str, str | int]
+    cost_attrs: dict[str, str] = field(default_factory=dict)
     usage_seen: bool = False
     input_tokens: int = 0  # per the convention (Anthropic: cache included)
     output_tokens: int = 0
@@ -212,6 +225,12 @@ class Telemetry:
             GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK, unit="s",
             description="Time to receive the first chunk of a streamed response.",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS)
+        self._cost = meter.create_counter(
+            AIBRIDGE_COST, unit="USD",
+            description="Cost of the interceptions whose model has a price, in US dollars.")
+        self._unpriced = meter.create_counter(
+            AIBRIDGE_COST_UNPRICED, unit="{request}",
+            description="Interceptions whose model has no price (their cost is unknown).")
         if counters is not None:
             self._register_counters(meter, counters)
 
@@ -298,10 +317,13 @@ class Telemetry:
         previous = self._live.pop(rec.id, None)
         if previous is not None:  # a repeated id: close the old span rather than leak it
             _end_incomplete(previous)
+        cost_attrs = {AIBRIDGE_ACTOR_ID: rec.actor_id,
+                      AIBRIDGE_TEAM: str(rec.actor_metadata.get(TEAM_KEY, "")),
+                      AIBRIDGE_PROVIDER: rec.provider, GEN_AI_REQUEST_MODEL: rec.model}
         self._live[rec.id] = _Live(span=span, started_at=rec.started_at,
                                    streaming=rec.streaming,
                                    input_excludes_cache=_input_excludes_cache(provider_name),
-                                   metric_attrs=metric_attrs)
+                                   metric_attrs=metric_attrs, cost_attrs=cost_attrs)
 
     @_guarded
     def failover(self, interception_id: str, from_hint: str, to_hint: str, reason: str,
@@ -313,6 +335,16 @@ class Telemetry:
                                              FAILOVER_TO_HINT: to_hint,
                                              FAILOVER_REASON: reason},
                             timestamp=None if at is None else _ns(at))
+
+    @_guarded
+    def event(self, interception_id: str, name: str,
+              attributes: Mapping[str, str | int | float]) -> None:
+        """An `aibridge.*` event on the interception's span (a budget crossing a threshold
+        when this request's cost was settled)."""
+        live = self._live.get(interception_id)
+        if live is None:
+            return
+        live.span.add_event(name, dict(attributes))
 
     @_guarded
     def first_token(self, interception_id: str, at: float) -> None:
@@ -365,6 +397,13 @@ class Telemetry:
         if rec.key_attempts:
             span.set_attribute(AIBRIDGE_KEY_ATTEMPTS, rec.key_attempts)
         span.set_attribute(AIBRIDGE_OUTCOME, rec.outcome)
+        if rec.cost_usd is not None:
+            span.set_attribute(AIBRIDGE_COST_USD, str(rec.cost_usd))
+            if rec.price_source:
+                span.set_attribute(AIBRIDGE_COST_SOURCE, rec.price_source)
+            self._cost.add(float(rec.cost_usd), live.cost_attrs)
+        else:
+            self._unpriced.add(1, live.cost_attrs)
         if live.ttfc is None and rec.time_to_first_token is not None:
             live.ttfc = max(0.0, rec.time_to_first_token)
             span.set_attribute(GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, live.ttfc)

@@ -1,9 +1,12 @@
 """The bridge CA and the trust files clients need.
 
-The CA lives in mitmproxy's confdir (`certs/` by default). Either mitmproxy creates it on first
-start, or `import_ca` installs a company's own CA in the form mitmproxy reads: key + certificate
-in `mitmproxy-ca.pem`, which it loads as it is (it never writes the `-cert.pem` variants for a CA
-it did not create, so those are exported here).
+The CA lives in mitmproxy's confdir (`~/.mitmproxy` unless the bridge runs with
+`--set confdir=…`; the `aibridge` commands default to `certs/`, the README's choice, and must be
+given the bridge's confdir). Either mitmproxy creates it on first start, or `import_ca` installs
+a company's own CA in the form mitmproxy reads: key + certificate in `mitmproxy-ca.pem`, which it
+loads as it is (it never writes the `-cert.pem` variants for a CA it did not create, so those are
+exported here). Nothing here creates a CA: a second CA made by a helper command is the classic
+way to end up with clients that trust the wrong one.
 
 Clients that replace their trust store with a file (`SSL_CERT_FILE` for the Python SDKs,
 `REQUESTS_CA_BUNDLE`, `CODEX_CA_CERTIFICATE`) must still trust every tunnelled host's real
@@ -24,15 +27,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
-from mitmproxy import certs
+
+from aibridge.observe import ca as ca_names
 
 SYSTEM_BUNDLES = (
     "/etc/ssl/certs/ca-certificates.crt",  # Debian, Ubuntu, Alpine
     "/etc/pki/tls/certs/ca-bundle.crt",  # Fedora, RHEL
     "/etc/ssl/cert.pem",  # macOS, BSDs
 )
-CA_KEY_AND_CERT = "mitmproxy-ca.pem"  # secret: what mitmproxy signs with
-CA_CERT = "mitmproxy-ca-cert.pem"
+CA_KEY_AND_CERT = ca_names.CA_KEY_AND_CERT  # secret: what mitmproxy signs with
+CA_CERT = ca_names.CA_CERT
 CA_CER = "mitmproxy-ca-cert.cer"  # same bytes; the name Android & co. want
 BUNDLE = "aibridge-bundle.pem"  # system CAs + bridge CA: SSL_CERT_FILE, REQUESTS_CA_BUNDLE, Codex
 CA_ONLY = "aibridge-ca.pem"  # bridge CA alone: NODE_EXTRA_CA_CERTS
@@ -51,6 +55,9 @@ class CAError(ValueError):
 class TrustFiles:
     bundle: Path  # system CAs + bridge CA
     ca: Path  # bridge CA only
+    cert: x509.Certificate  # the bridge CA they hold
+    source: Path  # the confdir file it was read from
+    notes: tuple[str, ...] = ()
 
 
 def system_bundle() -> Path | None:
@@ -65,26 +72,65 @@ def system_bundle() -> Path | None:
     return Path(certifi.where())
 
 
-def ensure_ca(confdir: Path) -> Path:
-    """The bridge CA certificate file: exported from an own CA, or created as mitmproxy would."""
+def bridge_ca(confdir: Path) -> tuple[list[x509.Certificate], Path, list[str]]:
+    """The CA the bridge signs with, as mitmproxy loads it from `confdir`: the certificates of
+    `mitmproxy-ca.pem` (CA first, then any issuers), the file they came from, and notes for the
+    person running the command.
+
+    Never creates a CA: one made here would not be the one a bridge started with another confdir
+    signs with, and clients would trust it in vain. The client copy `mitmproxy-ca-cert.pem` is
+    re-exported when it is missing or stale (a CA put in place by hand); it is read instead of
+    the key file only where that file cannot be read (a client machine given the certificate,
+    or a user who may not read the bridge's key).
+    """
     confdir = confdir.expanduser()
-    cert_file = confdir / CA_CERT
+    key_and_cert, cert_file = confdir / CA_KEY_AND_CERT, confdir / CA_CERT
+    notes: list[str] = []
+    try:
+        data = key_and_cert.read_bytes()
+    except FileNotFoundError:
+        data = None
+    except PermissionError:
+        data = None
+        notes.append(f"{key_and_cert} is not readable by this user; using the certificate in "
+                     f"{cert_file}")
+    if data is not None:
+        chain = _certs_in(key_and_cert, data)
+        exported = _certs_or_none(cert_file)
+        if exported is None or exported[0] != chain[0]:
+            _write_certs(confdir, _pem(chain))
+            if exported is not None:
+                notes.append(f"{cert_file} held another CA ({ca_names.describe(exported[0])}); "
+                             "replaced it with the CA the bridge signs with")
+        return chain, key_and_cert, notes
     if cert_file.exists():
-        return cert_file
-    key_and_cert = confdir / CA_KEY_AND_CERT
-    if key_and_cert.exists():  # an own CA put there by hand: mitmproxy will not export it
-        chain = x509.load_pem_x509_certificates(key_and_cert.read_bytes())
-        _write_certs(confdir, _pem(chain))
-    else:
-        _make_confdir(confdir)
-        certs.CertStore.from_store(confdir, "mitmproxy", 2048)
-    return cert_file
+        return _certs_in(cert_file, cert_file.read_bytes()), cert_file, notes
+    raise CAError(no_ca_message(confdir))
+
+
+def no_ca_message(confdir: Path) -> str:
+    where = confdir.expanduser().resolve()
+    state = "" if where.is_dir() else " (the directory does not exist)"
+    message = (f"no CA in {where}{state}: {CA_KEY_AND_CERT} is missing. This command does not "
+               "create one: the bridge would sign with a different CA than the one clients "
+               "trust. Start the bridge once with this confdir (mitmdump -s addon/bridge.py "
+               f"--set confdir={where} ...; mitmproxy creates its CA there on the first start) "
+               f"or install your own CA with `aibridge ca-import --confdir {where} ...`, then "
+               "run this again with the same --confdir")
+    default = Path("~/.mitmproxy").expanduser()
+    if where != default.resolve() and (default / CA_KEY_AND_CERT).exists():
+        message += (f". Note: {default} (mitmproxy's default confdir, used when the bridge is "
+                    "started without --set confdir) holds a CA: if your bridge runs that way, "
+                    f"pass --confdir {default}")
+    return message
 
 
 def write_trust_files(confdir: Path, bundle: Path | None = None) -> TrustFiles:
-    """Write the system+CA bundle (default `<confdir>/aibridge-bundle.pem`) and the CA-only file."""
+    """Write the system+CA bundle (default `<confdir>/aibridge-bundle.pem`) and the CA-only file.
+    Raises CAError when the confdir holds no CA."""
     confdir = confdir.expanduser()
-    ca = ensure_ca(confdir).read_text()
+    chain, source, notes = bridge_ca(confdir)
+    ca = _pem(chain).decode()
     system = system_bundle()
     parts = [system.read_text()] if system else []
     out = (bundle or confdir / BUNDLE).expanduser()
@@ -92,7 +138,7 @@ def write_trust_files(confdir: Path, bundle: Path | None = None) -> TrustFiles:
     out.write_text("".join(p if p.endswith("\n") else p + "\n" for p in [*parts, ca]))
     ca_only = confdir / CA_ONLY
     ca_only.write_text(ca)
-    return TrustFiles(bundle=out, ca=ca_only)
+    return TrustFiles(bundle=out, ca=ca_only, cert=chain[0], source=source, notes=tuple(notes))
 
 
 def write_bundle(confdir: Path, out: Path) -> Path:
@@ -103,6 +149,8 @@ def export_lines(files: TrustFiles) -> list[str]:
     """What clients set; printed by `ca-bundle` and `ca-import`."""
     bundle, ca = files.bundle.resolve(), files.ca.resolve()
     return [
+        f"# bridge CA {ca_names.describe(files.cert)}",
+        f"#   read from {files.source.resolve()}",
         f"export SSL_CERT_FILE={bundle}        # Python SDKs (httpx2)",
         f"export REQUESTS_CA_BUNDLE={bundle}   # requests",
         f"export CODEX_CA_CERTIFICATE={bundle} # Codex",
@@ -214,10 +262,21 @@ def _spki(public_key: CertificatePublicKeyTypes) -> bytes:
 
 
 def _first_cert(path: Path) -> x509.Certificate | None:
+    return ca_names.first_cert(path)
+
+
+def _certs_or_none(path: Path) -> list[x509.Certificate] | None:
     try:
-        return x509.load_pem_x509_certificates(path.read_bytes())[0]
+        return x509.load_pem_x509_certificates(path.read_bytes())
     except (OSError, ValueError):
         return None
+
+
+def _certs_in(path: Path, data: bytes) -> list[x509.Certificate]:
+    try:
+        return x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise CAError(f"{path} holds no PEM certificate") from None
 
 
 def _pem(chain: list[x509.Certificate]) -> bytes:

@@ -8,16 +8,21 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from aibridge.ops import cabundle
+from aibridge.ops import cabundle, doctor
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="aibridge", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    ca = sub.add_parser("ca-bundle", help="write system CAs + the bridge CA into one PEM file")
+    ca = sub.add_parser(
+        "ca-bundle", help="write system CAs + the bridge CA into one PEM file",
+        description="Write the trust files clients need from the CA in the bridge's confdir and "
+                    "print its fingerprint and the variables to set. It never creates a CA: "
+                    "start the bridge once with that confdir first.")
     ca.add_argument("--confdir", type=Path, default=Path("certs"),
-                    help="mitmproxy confdir holding the CA (default: certs)")
+                    help="the bridge's mitmproxy confdir, as given to it with --set confdir= "
+                         "(default: certs)")
     ca.add_argument("--out", type=Path, default=None,
                     help="bundle path (default: <confdir>/aibridge-bundle.pem)")
 
@@ -50,28 +55,56 @@ def main(argv: list[str] | None = None) -> int:
                      help="output file, - for stdout (default: aibridge.pac)")
 
     usage = sub.add_parser(
-        "usage", help="requests and tokens per day, actor and model, from the recordings",
-        description="Requests and tokens per UTC day, actor and model, read from the database "
-                    "that [recording] url names (default: the local SQLite file).")
+        "usage", help="requests, tokens and cost per day, actor, team, model or provider",
+        description="Requests, tokens and cost (USD) per UTC day, actor and model (or what "
+                    "--by names), read from the database that [recording] url names (default: "
+                    "the local SQLite file). Requests whose model has no price are counted "
+                    "apart (unpriced, unpriced_tokens), never as $0.")
     usage.add_argument("--config", type=Path, default=None,
                        help="the bridge's TOML config (default: built-in defaults)")
     usage.add_argument("--since", type=_since, default=None, metavar="WHEN",
                        help="only requests started since WHEN: YYYY-MM-DD (UTC) or a duration "
                             "such as 7d, 24h, 30m (default: everything)")
     usage.add_argument("--actor", default=None, help="only this actor id")
-    usage.add_argument("--format", choices=("table", "json", "csv"), default="table",
-                       help="output format (default: table)")
+    usage.add_argument("--by", type=_by, default=None, metavar="DIMS",
+                       help="group by any of day, actor, team, model, provider, "
+                            "comma-separated (default: day,actor,model); team is the actors' "
+                            "metadata key [budgets_settings] team_key (default Team)")
+    usage.add_argument("--format", choices=("table", "json", "csv", "html"), default="table",
+                       help="output format (default: table); html is one self-contained page "
+                            "with charts (spend per day by team, top actors, models, cache)")
+    usage.add_argument("--output", "-o", type=Path, default=None, metavar="FILE",
+                       help="write to FILE instead of stdout")
+    usage.add_argument("--passthrough", action="store_true",
+                       help="report passthrough requests (files, models, batches, ...) per "
+                            "day, actor and provider instead of model requests")
+
+    budgets = sub.add_parser(
+        "budgets", help="each budget and rate limit with what was used of it, from the records",
+        description="Each [[budgets]] and [[limits]] entry of the config with its spend (or use) "
+                    "according to the recording database, its share and when it resets.")
+    budgets.add_argument("--config", type=Path, required=True,
+                         help="the bridge's TOML config")
+    budgets.add_argument("--format", choices=("table", "json"), default="table",
+                         help="output format (default: table)")
+
+    doctor.add_arguments(sub.add_parser(
+        "doctor", help="check this machine's client set-up against a running bridge",
+        description=doctor.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
 
     args = parser.parse_args(argv)
     if args.command == "ca-bundle":
-        files = cabundle.write_trust_files(args.confdir, args.out)
-        print("\n".join(cabundle.export_lines(files)))
+        return _ca_bundle(args)
+    elif args.command == "doctor":
+        return doctor.run(args)
     elif args.command == "ca-import":
         return _ca_import(args)
     elif args.command == "pac":
         return _pac(args)
     elif args.command == "usage":
         return _usage(args)
+    elif args.command == "budgets":
+        return _budgets(args)
     return 0
 
 
@@ -81,6 +114,29 @@ def _since(text: str) -> datetime:
         return parse_since(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _by(text: str) -> tuple[str, ...]:
+    from aibridge.recording.report import parse_by
+    try:
+        return parse_by(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _ca_bundle(args: argparse.Namespace) -> int:
+    try:
+        files = cabundle.write_trust_files(args.confdir, args.out)
+    except cabundle.CAError as e:
+        print(f"aibridge ca-bundle: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"aibridge ca-bundle: {e.filename}: {e.strerror}", file=sys.stderr)
+        return 1
+    for note in files.notes:
+        print(f"aibridge ca-bundle: {note}", file=sys.stderr)
+    print("\n".join(cabundle.export_lines(files)))
+    return 0
 
 
 def _ca_import(args: argparse.Namespace) -> int:
@@ -134,16 +190,74 @@ def _pac(args: argparse.Namespace) -> int:
     return 0
 
 
+def _passthrough_usage(args: argparse.Namespace) -> int:
+    from aibridge.config import ConfigError, load_config
+    from aibridge.recording import passthrough_report
+    from aibridge.recording.db_errors import RecordingError
+    if args.format == "html" or args.by:
+        print("aibridge usage: --passthrough reports per day, actor and provider, as a table, "
+              "json or csv", file=sys.stderr)
+        return 2
+    try:
+        config, base_dir = load_config(args.config)
+        rows = passthrough_report.read_passthroughs(config.recording.url, base_dir,
+                                                     since=args.since, actor=args.actor)
+    except (ConfigError, RecordingError) as e:
+        print(f"aibridge usage: {e}", file=sys.stderr)
+        return 1
+    text = passthrough_report.render(rows, args.format)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text, encoding="utf-8")
+    return 0
+
+
 def _usage(args: argparse.Namespace) -> int:
     # Imported here: the database stack is only needed by this command.
     from aibridge.config import ConfigError, load_config
     from aibridge.recording.db_errors import RecordingError
-    from aibridge.recording.report import read_usage, render
+    from aibridge.recording.report import DEFAULT_BY, DIMENSIONS, read_usage, render
+    from aibridge.recording.report_html import render_html
+    html = args.format == "html"
+    by = DIMENSIONS if html else args.by or DEFAULT_BY  # the page groups as each chart needs
+    if args.passthrough:
+        return _passthrough_usage(args)
     try:
         config, base_dir = load_config(args.config)
-        rows = read_usage(config.recording.url, base_dir, since=args.since, actor=args.actor)
+        team_key = config.budgets_settings.team_key
+        rows = read_usage(config.recording.url, base_dir, since=args.since, actor=args.actor,
+                          by=by, team_key=team_key)
     except (ConfigError, RecordingError) as e:
         print(f"aibridge usage: {e}", file=sys.stderr)
+        return 1
+    text = (render_html(rows, since=args.since, actor=args.actor, team_key=team_key)
+            if html else render(rows, args.format, by))
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        args.output.write_text(text, encoding="utf-8")
+    except OSError as e:
+        print(f"aibridge usage: {args.output}: {e.strerror}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.output.resolve()}", file=sys.stderr)
+    return 0
+
+
+def _budgets(args: argparse.Namespace) -> int:
+    # Imported here: the database stack is only needed by this command.
+    from aibridge.config import ConfigError, load_config
+    from aibridge.ops.budgets import render, report
+    from aibridge.recording.db_errors import RecordingError
+    from aibridge.recording.spend import recording_connection
+    try:
+        config, base_dir = load_config(args.config)
+        with recording_connection(config.recording.url, base_dir,
+                                  must_exist=False) as connection:
+            rows = report(config, connection)
+    except (ConfigError, RecordingError) as e:
+        print(f"aibridge budgets: {e}", file=sys.stderr)
         return 1
     sys.stdout.write(render(rows, args.format))
     return 0

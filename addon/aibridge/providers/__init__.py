@@ -3,6 +3,8 @@ registry of configured providers."""
 
 from aibridge.providers.registry import (
     BRIDGED,
+    DENIED,
+    INVALID,
     PASSTHROUGH,
     UNKNOWN,
     UNTOUCHED,
@@ -15,6 +17,8 @@ from aibridge.providers.registry import (
 
 __all__ = [
     "BRIDGED",
+    "DENIED",
+    "INVALID",
     "PASSTHROUGH",
     "UNKNOWN",
     "UNTOUCHED",

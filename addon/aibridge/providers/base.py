@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 from mitmproxy.http import Headers
 
 from aibridge.errors.envelope import ErrorShape
-from aibridge.providers.jsonfields import UNKNOWN_MODEL, _s
+from aibridge.providers.jsonfields import UNKNOWN_MODEL, _s, capped_model
 from aibridge.providers.stream import StreamAccumulator
 from aibridge.sse import SSEEvent
 from aibridge.summary import ResponseSummary
@@ -37,6 +37,10 @@ class RequestInfo:
     model: str
     streaming: bool
     correlating_tool_call_id: str | None
+
+    def __post_init__(self) -> None:
+        # Whatever API read it: the name reaches records, breaker keys, logs and metric labels.
+        object.__setattr__(self, "model", capped_model(self.model))
 
 
 class WireApi(ABC):

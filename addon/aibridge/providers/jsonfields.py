@@ -13,6 +13,10 @@ except ImportError:  # pragma: no cover - json alone is only slower
     _jiter_loads = None
 
 UNKNOWN_MODEL = "unknown"
+# Longest model name the bridge keeps. Provider model ids are far shorter (fine-tuned OpenAI ids
+# and Bedrock ARNs stay under ~120); anything longer is cut where it is read, so records,
+# breaker keys, logs and metric labels stay bounded whatever a client sends.
+MAX_MODEL_CHARS = 256
 
 
 def _d(v: object) -> dict:
@@ -26,6 +30,11 @@ def _list(v: object) -> list:
 def _s(v: object) -> str | None:
     """A non-empty string or None."""
     return v if isinstance(v, str) and v else None
+
+
+def capped_model(model: str) -> str:
+    """A model name cut to MAX_MODEL_CHARS; an ellipsis marks the cut."""
+    return model if len(model) <= MAX_MODEL_CHARS else model[:MAX_MODEL_CHARS - 1] + "…"
 
 
 def _text(v: object) -> str:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -19,11 +19,14 @@ from aibridge.counters import Registry
 from aibridge.keys.pool import KeyPool
 from aibridge.providers.base import NO_PARAMS, ProviderApi, WireApi
 from aibridge.providers.catalog import PROVIDER_APIS
+from aibridge.providers.paths import PathError, normal_prefix, normalize, under
 
 BRIDGED = "bridged"
 PASSTHROUGH = "passthrough"  # forwarded with the credential and header handling
 UNTOUCHED = "untouched"  # forwarded as the client sent it, only decrypted to be seen
 UNKNOWN = "unknown"
+DENIED = "denied"  # on the provider's deny list: refused whoever asks
+INVALID = "invalid"  # a path without one safe reading (see providers.paths): refused
 
 
 @dataclass(frozen=True)
@@ -50,9 +53,13 @@ class Upstream:
 
 @dataclass(frozen=True)
 class RouteMatch:
-    kind: str  # BRIDGED, PASSTHROUGH, UNTOUCHED or UNKNOWN
+    kind: str  # BRIDGED, PASSTHROUGH, UNTOUCHED, UNKNOWN, DENIED or INVALID
     api: WireApi | None = None  # the wire format of a bridged route
     params: Mapping[str, str] = NO_PARAMS  # what the path says (e.g. a model)
+    # The request target in normal form, sent upstream instead of the client's; None when the
+    # client's target goes on as it is (untouched routes) or is refused anyway.
+    target: str | None = field(default=None, compare=False)
+    reason: str | None = field(default=None, compare=False)  # why DENIED or INVALID
 
     @property
     def route(self) -> str | None:
@@ -60,8 +67,8 @@ class RouteMatch:
         return self.api.name if self.api is not None else None
 
 
-# RouteMatch is immutable: one instance per outcome serves every request.
-_MATCHES = {kind: RouteMatch(kind) for kind in (PASSTHROUGH, UNTOUCHED, UNKNOWN)}
+# RouteMatch is immutable: the one outcome without a target of its own is shared.
+_UNTOUCHED = RouteMatch(UNTOUCHED)
 
 
 @dataclass(frozen=True)
@@ -71,35 +78,45 @@ class Provider:
     hosts: tuple[str, ...]
     upstream: Upstream
     base_path: str
-    passthrough: tuple[str, ...]
+    passthrough: tuple[str, ...]  # prefixes in normal form (see providers.paths.under)
     untouched: tuple[str, ...]
     credentials: str  # centralized | byok | auto
     pool: KeyPool | None
     send_actor_headers: bool
     workspace_id: str | None
     strip_client_identity: bool = False
+    deny: tuple[str, ...] = ()  # prefixes refused on this provider (403), whoever asks
 
     @property
     def type(self) -> str:
         return self.api.type
 
-    def match(self, method: str, path: str) -> RouteMatch:
-        """Classify a request path (query ignored) on this provider's host."""
-        bare = path.split("?", 1)[0]
-        if bare.startswith(self.base_path):
+    def match(self, method: str, target: str) -> RouteMatch:
+        """Classify a request target (path and query; the query is ignored) on this provider's
+        host, on its normal form (providers.paths), which `RouteMatch.target` carries."""
+        try:
+            normal = normalize(target, self.base_path)
+        except PathError as e:
+            return RouteMatch(INVALID, reason=str(e))
+        bare = normal.split("?", 1)[0]
+        for prefix in self.deny:
+            if under(bare, prefix):
+                return RouteMatch(DENIED, target=normal, reason=prefix)
+        if under(bare, self.base_path):
             bridged = self.api.bridged(method, bare[len(self.base_path):])
             if bridged is not None:
-                return RouteMatch(BRIDGED, *bridged)
-        if bare.startswith(tuple(self.passthrough)):
-            return _MATCHES[PASSTHROUGH]
-        if bare.startswith(tuple(self.untouched)):
-            return _MATCHES[UNTOUCHED]
-        return _MATCHES[UNKNOWN]
+                return RouteMatch(BRIDGED, *bridged, target=normal)
+        if any(under(bare, prefix) for prefix in self.passthrough):
+            return RouteMatch(PASSTHROUGH, target=normal)
+        if any(under(bare, prefix) for prefix in self.untouched):
+            return _UNTOUCHED
+        return RouteMatch(UNKNOWN, target=normal)
 
     def websocket_api(self, path: str) -> WireApi | None:
-        """The wire format a WebSocket handshake on `path` opens (Responses over WebSocket)."""
+        """The wire format a WebSocket handshake on `path` (normal form) opens (Responses over
+        WebSocket)."""
         bare = path.split("?", 1)[0]
-        if not bare.startswith(self.base_path):
+        if not under(bare, self.base_path):
             return None
         return self.api.websocket_api(bare[len(self.base_path):])
 
@@ -162,7 +179,9 @@ def _build_provider(name: str, pc: ProviderConfig, base_dir: Path, env: Mapping[
         passthrough = tuple(pc.passthrough)
     else:
         passthrough = tuple(base_path + p for p in api.passthrough) + api.extra_passthrough
-    untouched = tuple(pc.untouched or ())
+    passthrough = _prefixes(name, "passthrough", passthrough)
+    untouched = _prefixes(name, "untouched", pc.untouched or ())
+    deny = _prefixes(name, "deny", pc.deny or ())
     keys = _load_keys(name, pc, base_dir, env)
     try:
         pool = KeyPool(name, keys, strategy=resilience.key_strategy,
@@ -178,7 +197,18 @@ def _build_provider(name: str, pc: ProviderConfig, base_dir: Path, env: Mapping[
                     passthrough=passthrough, untouched=untouched, credentials=credentials,
                     pool=pool,
                     send_actor_headers=pc.send_actor_headers, workspace_id=pc.workspace_id,
-                    strip_client_identity=pc.strip_client_identity)
+                    strip_client_identity=pc.strip_client_identity, deny=deny)
+
+
+def _prefixes(name: str, what: str, prefixes: Iterable[str]) -> tuple[str, ...]:
+    """Configured path prefixes in the normal form requests are compared in."""
+    normal = []
+    for prefix in prefixes:
+        try:
+            normal.append(normal_prefix(prefix))
+        except PathError as e:
+            raise ConfigError(f"provider {name!r}: {what} entry {prefix!r}: {e}") from None
+    return tuple(normal)
 
 
 def _keys_env(name: str, pc: ProviderConfig) -> str:

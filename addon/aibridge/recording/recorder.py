@@ -168,6 +168,12 @@ class Recorder:
     def spooled(self) -> int:
         return self._spool.pending + sum(s.pending for s in self._orphans)
 
+    @property
+    def database_reachable(self) -> bool:
+        """False from a failed write (or an unreachable database at start) until a write
+        succeeds again; meanwhile records go to the spool. Read by the health endpoint."""
+        return self._available
+
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every record submitted so far is in the database (True), or timeout.
         Meant for tests and shutdown: it also cuts short the wait between retries."""

@@ -7,6 +7,7 @@ into spans and metrics. No field ever holds a secret: credentials appear as mask
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 ERROR_MESSAGE_LIMIT = 1024  # bytes of UTF-8, as Coder stores it (docs/behaviour.md §8)
 
@@ -46,6 +47,9 @@ class InterceptionEnded:
     response_id: str | None
     time_to_first_token: float | None  # seconds, streaming only
     key_attempts: int  # central keys tried (0 for BYOK)
+    # Exact USD (never a float); None: the model has no price (unpriced, not free).
+    cost_usd: Decimal | None = None
+    price_source: str | None = None  # "genai-prices:<provider>/<model>" or "operator:<glob>"
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,36 @@ class ToolUsage:
     created_at: float = 0.0
 
 
-Record = InterceptionStarted | InterceptionEnded | TokenUsage | PromptUsage | ToolUsage
+@dataclass(frozen=True)
+class Passthrough:
+    """One request passed through to a provider (a path that is not a bridged model call, such
+    as `/v1/models`, `/v1/files` or `/api/...`), or refused on such a path; recorded whole
+    when it ends. Kept apart from interceptions: it is no model request and has no tokens."""
+
+    id: str  # UUID4
+    started_at: float
+    ended_at: float
+    actor_id: str
+    actor_metadata: dict[str, str]
+    provider: str
+    provider_type: str
+    method: str
+    path: str  # normal form, without the query (which may carry anything)
+    status: int | None  # HTTP status the client got (None: no response)
+    outcome: str  # completed | failed | cancelled | rejected
+    error_type: str | None
+    error_message: str | None  # at most ERROR_MESSAGE_LIMIT bytes
+    request_bytes: int  # body bytes sent upstream (as sent: compressed if the client did)
+    response_bytes: int  # body bytes the client got
+    credential_kind: str  # centralized | byok
+    credential_hint: str
+    credential_length: int
+    user_agent: str | None
+    key_attempts: int  # central keys tried (0 for BYOK or a refusal)
+
+
+Record = (InterceptionStarted | InterceptionEnded | TokenUsage | PromptUsage | ToolUsage
+          | Passthrough)
 
 
 def truncate_utf8(text: str | None, limit: int = ERROR_MESSAGE_LIMIT) -> str | None:

@@ -25,10 +25,11 @@ _TABLES: dict[str, sa.Table] = {
     "token": schema.token_usages,
     "prompt": schema.prompt_usages,
     "tool": schema.tool_usages,
+    "passthrough": schema.passthroughs,
 }
 _TIMES = frozenset({"started_at", "ended_at", "created_at"})
 # Write order inside a transaction: starts first reads best for anyone watching live.
-_ORDER = ("started", "token", "prompt", "tool", "ended")
+_ORDER = ("started", "token", "prompt", "tool", "ended", "passthrough")
 
 
 class Store:
