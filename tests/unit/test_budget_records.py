@@ -18,11 +18,12 @@ from aibridge.config import BudgetsSettings, load_config
 from aibridge.ops import cli
 from aibridge.ops.budgets import render, report
 from aibridge.recording.codec import new_entry
+from aibridge.recording.connection import recording_connection
 from aibridge.recording.engine import make_engine
 from aibridge.recording.migrate import upgrade
 from aibridge.recording.paths import resolve_url
 from aibridge.recording.records import InterceptionEnded, Record
-from aibridge.recording.spend import SpendRow, recent_requests, recording_connection, spend_rows
+from aibridge.recording.spend import SpendRow, recent_requests, spend_rows
 from aibridge.recording.store import Store
 from aibridge.state.memory import MemoryState
 from tests.conftest import interception

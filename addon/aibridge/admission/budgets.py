@@ -39,7 +39,8 @@ from aibridge.admission.pipeline import Candidate
 from aibridge.config import BudgetConfig, BudgetsSettings
 from aibridge.intercept import OPENAI_ERR_TYPE_PERMISSION, Actor, ResponseError, new_response_error
 from aibridge.pricing import PriceBook
-from aibridge.recording.spend import SpendRow, recording_connection, spend_rows
+from aibridge.recording.connection import recording_connection
+from aibridge.recording.spend import SpendRow, spend_rows
 from aibridge.state.ledger import Notice, Usage
 from aibridge.state.store import StateStore, from_nanos, to_nanos
 

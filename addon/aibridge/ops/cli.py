@@ -249,8 +249,8 @@ def _budgets(args: argparse.Namespace) -> int:
     # Imported here: the database stack is only needed by this command.
     from aibridge.config import ConfigError, load_config
     from aibridge.ops.budgets import render, report
+    from aibridge.recording.connection import recording_connection
     from aibridge.recording.db_errors import RecordingError
-    from aibridge.recording.spend import recording_connection
     try:
         config, base_dir = load_config(args.config)
         with recording_connection(config.recording.url, base_dir,

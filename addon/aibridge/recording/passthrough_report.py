@@ -19,9 +19,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from aibridge.recording.db_errors import RecordingError, describe_error
-from aibridge.recording.engine import make_engine
-from aibridge.recording.paths import RecordingUrlError, display_url, resolve_url
+from aibridge.recording.connection import recording_connection
 from aibridge.recording.report import FAILED_OUTCOMES, _utc_day
 from aibridge.recording.schema import passthroughs
 from aibridge.textsafe import printable
@@ -44,23 +42,9 @@ def read_passthroughs(url: str | None, base_dir: Path | None = None, *,
                       actor: str | None = None) -> list[PassthroughRow]:
     """The report from the database a config's `[recording] url` names (None: the default
     SQLite file). Raises RecordingError with a message for the user."""
-    try:
-        resolved = resolve_url(url, base_dir)
-    except RecordingUrlError as e:
-        raise RecordingError(str(e)) from None
-    sqlite = resolved.get_backend_name() == "sqlite"
-    where = resolved.database or "" if sqlite else display_url(resolved)
-    if sqlite and not Path(where).is_file():
-        raise RecordingError(f"no recording database at {where} "
-                             "(the proxy creates it when it first starts)")
-    engine = make_engine(resolved, create_dir=False)
-    try:
-        with engine.connect() as connection:
-            return passthrough_rows(connection, since=since, actor=actor)
-    except sa.exc.SQLAlchemyError as e:
-        raise RecordingError(f"recording database {where}: {describe_error(e)}") from None
-    finally:
-        engine.dispose()
+    with recording_connection(url, base_dir) as connection:
+        assert connection is not None  # must_exist: an error otherwise
+        return passthrough_rows(connection, since=since, actor=actor)
 
 
 def passthrough_rows(connection: sa.Connection, *, since: datetime | None = None,

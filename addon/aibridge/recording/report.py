@@ -37,10 +37,7 @@ import sqlalchemy as sa
 
 from aibridge.pricing import TEAM_KEY
 from aibridge.providers.catalog import PROVIDER_APIS
-from aibridge.recording.db_errors import RecordingError, describe_error
-from aibridge.recording.engine import make_engine
-from aibridge.recording.migrate import current_revision
-from aibridge.recording.paths import RecordingUrlError, display_url, resolve_url
+from aibridge.recording.connection import recording_connection
 from aibridge.recording.schema import interception_ends, interceptions, token_usages
 from aibridge.textsafe import printable
 
@@ -130,26 +127,9 @@ def read_usage(url: str | None, base_dir: Path | None = None, *,
                by: Sequence[str] = DEFAULT_BY, team_key: str = TEAM_KEY) -> list[UsageRow]:
     """The report from the database a config's `[recording] url` names (None: the default
     SQLite file). Raises RecordingError with a message for the user."""
-    try:
-        resolved = resolve_url(url, base_dir)
-    except RecordingUrlError as e:
-        raise RecordingError(str(e)) from None
-    sqlite = resolved.get_backend_name() == "sqlite"
-    where = resolved.database or "" if sqlite else display_url(resolved)
-    if sqlite and not Path(where).is_file():
-        raise RecordingError(f"no recording database at {where} "
-                             "(the proxy creates it when it first starts)")
-    engine = make_engine(resolved, create_dir=False)
-    try:
-        with engine.connect() as connection:
-            if current_revision(connection) is None:
-                raise RecordingError(f"{where} holds no aibridge records "
-                                     "(the proxy creates the tables when it first starts)")
-            return usage_rows(connection, since=since, actor=actor, by=by, team_key=team_key)
-    except sa.exc.SQLAlchemyError as e:
-        raise RecordingError(f"recording database {where}: {describe_error(e)}") from None
-    finally:
-        engine.dispose()
+    with recording_connection(url, base_dir) as connection:
+        assert connection is not None  # must_exist: an error otherwise
+        return usage_rows(connection, since=since, actor=actor, by=by, team_key=team_key)
 
 
 def usage_rows(connection: sa.Connection, *, since: datetime | None = None,

@@ -9,21 +9,14 @@ decimal text, which its SUM would turn into floats, so they are added up here wi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
 from aibridge.providers.catalog import PROVIDER_APIS
-from aibridge.recording.db_errors import RecordingError, describe_error
-from aibridge.recording.engine import make_engine
-from aibridge.recording.migrate import current_revision
-from aibridge.recording.paths import RecordingUrlError, display_url, resolve_url
 from aibridge.recording.schema import interception_ends, interceptions, token_usages
 
 INPUT_INCLUDES_CACHE = frozenset(t for t, api in PROVIDER_APIS.items() if api.input_includes_cache)
@@ -49,40 +42,6 @@ class RecentRequest:
     model: str
     tokens: int  # input (cached or not) plus output
     outcome: str | None  # None while no end is recorded
-
-
-@contextmanager
-def recording_connection(url: str | None, base_dir: Path | None = None, *,
-                         must_exist: bool = True) -> Iterator[sa.Connection | None]:
-    """A connection to the database `[recording] url` names (None: the default SQLite file).
-    Yields None when `must_exist` is false and there is no database or schema yet. Raises
-    RecordingError with a message for the user."""
-    try:
-        resolved = resolve_url(url, base_dir)
-    except RecordingUrlError as e:
-        raise RecordingError(str(e)) from None
-    sqlite = resolved.get_backend_name() == "sqlite"
-    where = resolved.database or "" if sqlite else display_url(resolved)
-    if sqlite and not Path(where).is_file():
-        if not must_exist:
-            yield None
-            return
-        raise RecordingError(f"no recording database at {where} "
-                             "(the proxy creates it when it first starts)")
-    engine = make_engine(resolved, create_dir=False)
-    try:
-        with engine.connect() as connection:
-            if current_revision(connection) is None:
-                if not must_exist:
-                    yield None
-                    return
-                raise RecordingError(f"{where} holds no aibridge records "
-                                     "(the proxy creates the tables when it first starts)")
-            yield connection
-    except sa.exc.SQLAlchemyError as e:
-        raise RecordingError(f"recording database {where}: {describe_error(e)}") from None
-    finally:
-        engine.dispose()
 
 
 def spend_rows(connection: sa.Connection, since: datetime) -> list[SpendRow]:
