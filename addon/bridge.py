@@ -10,9 +10,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from aibridge.addons.chain import chain
-from aibridge.observe import contentview
+from aibridge.addons.dispatch import Dispatch
+from aibridge.observe import contentview, secretsview
 
-addons = chain()
+# One addon for mitmproxy to walk, calling the chain's hooks in order (addons/dispatch.py).
+addons = [Dispatch(chain())]
 
 # The SSE content view for mitmweb/mitmdump (events, assembled text, tool calls, usage).
 contentview.register()
+# The Secrets content view: a request body with the redacted secrets marked.
+secretsview.register()

@@ -67,7 +67,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         description="Compare direct / bare mitmdump / AI Bridge on small, 60 KB and SSE "
                     "chat requests (loopback only; ports chosen at run time). "
                     "`scripts/bench admission` measures what budgets and rate limits add per "
-                    "request, in-process.")
+                    "request, in-process; `scripts/bench secrets` what secret scanning adds.")
     p.add_argument("--requests", default="",
                    help="timed requests per round and concurrency, e.g. 'small=300,large=100,"
                         f"sse=30' (any subset; default {_fmt_counts(DEFAULT_REQUESTS)})")
@@ -559,6 +559,12 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["admission"]:  # in-process: what budgets and rate limits add per request
         from benchlib.admission import main as admission
         return admission(argv[1:])
+    if any(a == "--workers" or a.startswith("--workers=") for a in argv):
+        from benchlib.scale import main as scale  # aibridge serve behind HAProxy, Redis state
+        return scale(argv)
+    if argv[:1] == ["secrets"]:  # in-process: what secret scanning adds per request
+        from benchlib.secrets import main as secrets
+        return secrets(argv[1:])
     args = parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="aibridge-bench-"))
     try:

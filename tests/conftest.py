@@ -1,4 +1,5 @@
-"""Fixtures for the whole test run: a real, throwaway PostgreSQL server, and sample records.
+"""Fixtures for the whole test run: a real, throwaway PostgreSQL server, a real redis-server
+(`redis_server`, per test), and sample records.
 
 `scripts/postgres` installs (if needed) and starts one server on loopback for the session;
 each test that asks for `postgres_url` gets a fresh database on it. If the server cannot
@@ -101,6 +102,86 @@ def postgres_url(postgres: PostgresServer) -> Iterator[str]:
     yield postgres.database_url(name)
     postgres.start()  # a test that stopped the server may have failed before restarting it
     postgres.drop_database(name)
+
+
+class RedisServer:
+    """A real redis-server (Debian's) on a free loopback port, no persistence. `kill()` ends
+    it at once (an outage); `start()` brings it back on the same port, empty."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> str:
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        if not Path(binary).exists():
+            subprocess.run([str(ROOT / "scripts" / "redis"), "install"], check=True,
+                           timeout=300, capture_output=True)
+        for _ in range(5):
+            if not self.port or self.process is None:
+                self.port = self.port or _free_port()
+            log = (self.directory / "redis.log").open("ab")
+            self.process = subprocess.Popen(
+                [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+                 "--appendonly", "no", "--dir", str(self.directory)],
+                stdout=log, stderr=subprocess.STDOUT)
+            if self._wait_ready():
+                return self.url
+            self.kill()
+            self.port = _free_port()
+        raise RuntimeError(f"redis-server did not start:\n{self.log_tail()}")
+
+    def _wait_ready(self) -> bool:
+        import socket
+        import time
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                return False
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return True
+            except OSError:
+                pass
+            time.sleep(0.02)
+        return False
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def log_tail(self, lines: int = 20) -> str:
+        log = self.directory / "redis.log"
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) \
+            if log.is_file() else "(no log)"
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A fresh redis-server per test: tests may kill it. Never skipped: if it cannot start,
+    the test fails with the reason."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    try:
+        server.start()
+    except (RuntimeError, subprocess.SubprocessError, OSError) as e:
+        pytest.fail(f"redis-server for the tests did not start: {e}", pytrace=False)
+    yield server
+    server.kill()
 
 
 def interception(iid: str | None = None, *, actor: str = "alice", model: str = "claude-x",

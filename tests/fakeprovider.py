@@ -23,11 +23,13 @@ import asyncio
 import atexit
 import base64
 import contextlib
+import hmac
 import http
 import json
 import logging
 import os
 import random
+import re
 import ssl
 import struct
 import tempfile
@@ -38,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Self
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 import brotli
 import trustme
@@ -626,6 +628,112 @@ def _fault_error(anthropic: bool, type_: str, code: str | None, message: str) ->
     return {"error": {"message": message, "type": type_, "param": None, "code": code}}
 
 
+def tool_call_reply(path: str, name: str, arguments: dict[str, Any], *, stream: bool,
+                    call_id: str = "call_fake1", text: str | None = None) -> Reply:
+    """An answer that calls the tool ``name`` (after saying ``text``, if given), in the shape of
+    the API at ``path`` (/v1/messages, /v1/chat/completions, /v1/responses), streamed or not:
+    what a model sends when it wants a tool run. Usage: 11 in, 5 out."""
+    args = _dumps(arguments)
+    pieces = [args[: len(args) // 2], args[len(args) // 2:]]
+    if path == "/v1/messages":
+        blocks: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+        blocks.append({"type": "tool_use", "id": call_id, "name": name, "input": arguments})
+        usage = {"input_tokens": 11, "output_tokens": 5, "cache_read_input_tokens": 0,
+                 "cache_creation_input_tokens": 0}
+        message = {"id": "msg_tool1", "type": "message", "role": "assistant",
+                   "model": "claude-sonnet-4-5", "content": blocks, "stop_reason": "tool_use",
+                   "stop_sequence": None, "usage": usage}
+        if not stream:
+            return Reply(body=message)
+        events: list[dict[str, Any]] = [{"type": "message_start", "message": {
+            **message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}}]
+        if text:
+            events += [
+                {"type": "content_block_start", "index": 0,
+                 "content_block": {"type": "text", "text": ""}},
+                {"type": "content_block_delta", "index": 0,
+                 "delta": {"type": "text_delta", "text": text}},
+                {"type": "content_block_stop", "index": 0}]
+        index = len(blocks) - 1
+        events += [
+            {"type": "content_block_start", "index": index, "content_block": {
+                "type": "tool_use", "id": call_id, "name": name, "input": {}}},
+            *({"type": "content_block_delta", "index": index,
+               "delta": {"type": "input_json_delta", "partial_json": piece}} for piece in pieces),
+            {"type": "content_block_stop", "index": index},
+            {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+             "usage": {"output_tokens": 5}},
+            {"type": "message_stop"}]
+        return Reply(events=[_sse(e, e["type"]) for e in events])
+    if path == "/v1/chat/completions":
+        base = {"id": "chatcmpl-tool1", "created": int(time.time()), "model": "gpt-4o",
+                "system_fingerprint": "fp_fake"}
+        usage = {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}
+        call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": args}}
+        if not stream:
+            message = {"role": "assistant", "content": text, "tool_calls": [call],
+                       "refusal": None}
+            return Reply(body={**base, "object": "chat.completion", "usage": usage, "choices": [
+                {"index": 0, "message": message, "finish_reason": "tool_calls",
+                 "logprobs": None}]})
+        chunk = {**base, "object": "chat.completion.chunk"}
+
+        def choice(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+            return {**chunk, "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                          "finish_reason": finish}]}
+
+        chunks = [choice({"role": "assistant", "content": text or None, "refusal": None}),
+                  choice({"tool_calls": [{"index": 0, "id": call_id, "type": "function",
+                                          "function": {"name": name, "arguments": ""}}]}),
+                  *(choice({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+                    for piece in pieces),
+                  choice({}, "tool_calls"),
+                  {**chunk, "choices": [], "usage": usage}]
+        return Reply(events=[*(_sse(c) for c in chunks), "data: [DONE]\n\n"])
+    item = {"id": "fc_tool1", "type": "function_call", "status": "completed",
+            "call_id": call_id, "name": name, "arguments": args}
+    output: list[dict[str, Any]] = []
+    if text:
+        output.append({"id": "msg_tool1", "type": "message", "status": "completed",
+                       "role": "assistant", "content": [
+                           {"type": "output_text", "text": text, "annotations": []}]})
+    output.append(item)
+    done = {**_responses_done(0, {}), "id": "resp_tool1", "output": output,
+            "usage": {"input_tokens": 11, "input_tokens_details": {"cached_tokens": 0},
+                      "output_tokens": 5, "output_tokens_details": {"reasoning_tokens": 0},
+                      "total_tokens": 16}}
+    if not stream:
+        return Reply(body=done)
+    pending = {**done, "status": "in_progress", "output": [], "usage": None}
+    at = len(output) - 1
+    payloads: list[dict[str, Any]] = [
+        {"type": "response.created", "response": pending},
+        {"type": "response.in_progress", "response": pending}]
+    if text:
+        message = output[0]
+        part = message["content"][0]
+        where = {"item_id": message["id"], "output_index": 0, "content_index": 0}
+        payloads += [
+            {"type": "response.output_item.added", "output_index": 0,
+             "item": {**message, "status": "in_progress", "content": []}},
+            {"type": "response.content_part.added", **where, "part": {**part, "text": ""}},
+            {"type": "response.output_text.delta", **where, "delta": text, "logprobs": []},
+            {"type": "response.output_text.done", **where, "text": text, "logprobs": []},
+            {"type": "response.content_part.done", **where, "part": part},
+            {"type": "response.output_item.done", "output_index": 0, "item": message}]
+    payloads += [
+        {"type": "response.output_item.added", "output_index": at,
+         "item": {**item, "status": "in_progress", "arguments": ""}},
+        *({"type": "response.function_call_arguments.delta", "item_id": item["id"],
+           "output_index": at, "delta": piece} for piece in pieces),
+        {"type": "response.function_call_arguments.done", "item_id": item["id"],
+         "output_index": at, "arguments": args},
+        {"type": "response.output_item.done", "output_index": at, "item": item},
+        {"type": "response.completed", "response": done}]
+    return Reply(events=[_sse({**p, "sequence_number": i}, p["type"])
+                         for i, p in enumerate(payloads)])
+
+
 # --- the server ---------------------------------------------------------------------------------
 
 
@@ -660,9 +768,10 @@ class FakeProvider:
         self.connections_opened = 0
         self.ws_connections_opened = 0
         self.gate_timed_out = False
+        self.bedrock: FakeBedrock | None = None  # set: Bedrock routes verify credentials
         self._lock = threading.Lock()
         self._requests: list[Seen] = []
-        self._queue: list[tuple[str | None, Reply]] = []
+        self._queue: list[tuple[str | None, Reply, Callable[[dict], bool] | None]] = []
         self._ws_frames: list[Any] = []
         self._ws_queue: list[WsReply] = []  # replies to response.create
         self._ws_rejects: list[WsReply] = []  # refusals of upgrade requests
@@ -761,13 +870,15 @@ class FakeProvider:
             self._ws_rejects.clear()
             self.gate_timed_out = False
 
-    def enqueue(self, reply: Reply, path: str | None = None) -> None:
+    def enqueue(self, reply: Reply, path: str | None = None,
+                when: Callable[[dict], bool] | None = None) -> None:
         """Script the reply to the next request (FIFO), or the next one to ``path`` only.
 
         ``path`` matches the request path without its query string, unless it has one itself.
+        ``when`` (given the request's JSON body, {} if none) narrows it further.
         """
         with self._lock:
-            self._queue.append((path, reply))
+            self._queue.append((path, reply, when))
 
     def enqueue_ws(self, reply: WsReply) -> None:
         """Script the answer to the next ``response.create`` on any socket (FIFO), or, when
@@ -784,11 +895,12 @@ class FakeProvider:
             queue = self._ws_rejects if rejects else self._ws_queue
             return queue.pop(0) if queue else None
 
-    def _take_reply(self, target: str) -> Reply | None:
+    def _take_reply(self, target: str, body: bytes = b"") -> Reply | None:
         path = target.partition("?")[0]
         with self._lock:
-            for i, (want, reply) in enumerate(self._queue):
-                if want is None or want in (path, target):
+            for i, (want, reply, when) in enumerate(self._queue):
+                if (want is None or want in (path, target)) and (
+                        when is None or when(_json_object(body))):
                     del self._queue[i]
                     return reply
         return None
@@ -883,9 +995,14 @@ class FakeProvider:
         path, _, query = target.partition("?")
         if method == "GET" and path in WS_PATHS and _is_ws_upgrade(seen):
             return await self._upgrade(head, n, reader, writer, keep_alive, http10)
-        reply = self._take_reply(target)
+        reply = self._take_reply(target, body)
+        bedrock = BEDROCK_ROUTE.fullmatch(path) if method == "POST" else None
+        if bedrock is not None and self.bedrock is not None:
+            reply = self.bedrock.check(seen, self.url) or reply  # a refusal wins
+        if reply is None and bedrock is not None:
+            reply = bedrock_reply(n, unquote(bedrock[1]), bedrock[2], _json_object(body))
         if reply is None:
-            builder = ROUTES.get((method, path))
+            builder = ROUTES.get((method, path)) or pattern_route(method, path, seen)
             reply = _not_found(path) if builder is None else builder(n, _json_object(body), query)
             if self.faults is not None and builder is not None:
                 reply = self.faults.apply(path, reply)
@@ -1149,3 +1266,410 @@ def _body_bytes(body: bytes | str | dict | list | None) -> bytes:
     if isinstance(body, str):
         return body.encode()
     return _dumps(body).encode()
+
+
+# --- Amazon Bedrock ------------------------------------------------------------------------------
+# `POST /model/{modelId}/invoke`, `/invoke-with-response-stream`, `/converse`, `/converse-stream`
+# as bedrock-runtime answers them: JSON bodies, AWS event-stream frames for streams (encoded here,
+# independently of the bridge's code), AWS errors (`x-amzn-ErrorType`, `{"message": ...}`).
+# With `FakeProvider.bedrock` set (a FakeBedrock), every /model/ request must carry a SigV4
+# signature made with its credentials (recomputed with botocore) or a Bedrock API key it knows.
+
+BEDROCK_ROUTE = re.compile(
+    r"/model/([^/]+)/(invoke|invoke-with-response-stream|converse|converse-stream)")
+EVENTSTREAM = "application/vnd.amazon.eventstream"
+_SIGV4 = re.compile(r"AWS4-HMAC-SHA256 Credential=([^/]+)/(\d{8})/([^/]+)/([^/]+)/aws4_request,"
+                    r" ?SignedHeaders=([^,]+), ?Signature=([0-9a-f]{64})")
+
+
+def eventstream_message(headers: dict[str, str], payload: bytes) -> bytes:
+    """One AWS event-stream message (string headers only)."""
+    head = b"".join(bytes([len(k)]) + k.encode() + b"\x07" + struct.pack(">H", len(v.encode()))
+                    + v.encode() for k, v in headers.items())
+    prelude = struct.pack(">II", 16 + len(head) + len(payload), len(head))
+    prelude += struct.pack(">I", zlib.crc32(prelude))
+    message = prelude + head + payload
+    return message + struct.pack(">I", zlib.crc32(message))
+
+
+def eventstream_event(event_type: str, payload: dict[str, Any]) -> bytes:
+    return eventstream_message({":event-type": event_type, ":content-type": "application/json",
+                                ":message-type": "event"}, _dumps(payload).encode())
+
+
+def eventstream_exception(exception_type: str, message: str) -> bytes:
+    return eventstream_message({":exception-type": exception_type,
+                                ":content-type": "application/json",
+                                ":message-type": "exception"},
+                               _dumps({"message": message}).encode())
+
+
+def bedrock_chunk(event: dict[str, Any]) -> bytes:
+    """An invoke-with-response-stream `chunk`: one model event, base64 in `bytes`."""
+    return eventstream_event("chunk", {"bytes": base64.b64encode(_dumps(event).encode()).decode()})
+
+
+def bedrock_error(status: int, exception: str, message: str) -> Reply:
+    return Reply(status=status, body={"message": message}, headers=[
+        ("x-amzn-ErrorType", f"{exception}:http://internal.amazon.com/coral/com.amazon.bedrock/")])
+
+
+def _anthropic_name(model_id: str) -> str:
+    """The Anthropic model name in a Bedrock model id, inference profile or ARN."""
+    name = model_id.rsplit("/", 1)[-1].rsplit("anthropic.", 1)[-1]
+    return re.sub(r"-v\d+(:\d+)?$", "", name)
+
+
+def messages_events(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Anthropic Messages stream of a whole text `message` (DELTAS as its text)."""
+    start = {**message, "content": [], "stop_reason": None,
+             "usage": {**message["usage"], "output_tokens": 1}}
+    return [
+        {"type": "message_start", "message": start},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        *({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": d}}
+          for d in DELTAS),
+        {"type": "content_block_stop", "index": 0},
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+         "usage": {"output_tokens": message["usage"]["output_tokens"]}},
+        {"type": "message_stop"},
+    ]
+
+
+def bedrock_reply(n: int, model_id: str, action: str, req: dict[str, Any]) -> Reply:
+    """The default answer of a Bedrock runtime route."""
+    amzn = [("x-amzn-RequestId", f"fake-request-{n}")]
+    if action in ("invoke", "invoke-with-response-stream") and "anthropic." in model_id:
+        # Bedrock refuses what its Anthropic models do not take, as the real one does.
+        if req.get("anthropic_version") != "bedrock-2023-05-31":
+            return bedrock_error(400, "ValidationException", "anthropic_version is required")
+        if extra := sorted(set(req) - BEDROCK_ANTHROPIC_FIELDS):
+            return bedrock_error(400, "ValidationException",
+                                 f"extraneous key [{extra[0]}] is not permitted")
+    if action in ("invoke", "invoke-with-response-stream"):
+        message = {"id": f"msg_bdrk_fake{n}", "type": "message", "role": "assistant",
+                   "model": _anthropic_name(model_id), "content": [{"type": "text", "text": TEXT}],
+                   "stop_reason": "end_turn", "stop_sequence": None,
+                   "usage": {"input_tokens": 11, "output_tokens": 7,
+                             "cache_read_input_tokens": 3, "cache_creation_input_tokens": 2}}
+        if action == "invoke":
+            return Reply(body=message, headers=[*amzn, ("X-Amzn-Bedrock-Input-Token-Count", "11"),
+                                                ("X-Amzn-Bedrock-Output-Token-Count", "7")])
+        events = messages_events(message)
+        events[-1][METRICS] = {"inputTokenCount": 11, "outputTokenCount": 7,
+                               "invocationLatency": 120, "firstByteLatency": 40}
+        return Reply(headers=[*amzn, ("Content-Type", EVENTSTREAM)],
+                     events=[bedrock_chunk(e) for e in events])
+    usage = {"inputTokens": 11, "outputTokens": 7, "totalTokens": 23,
+             "cacheReadInputTokens": 3, "cacheWriteInputTokens": 2}
+    if action == "converse":
+        return Reply(headers=amzn, body={
+            "output": {"message": {"role": "assistant", "content": [{"text": TEXT}]}},
+            "stopReason": "end_turn", "usage": usage, "metrics": {"latencyMs": 120}})
+    frames = [eventstream_event("messageStart", {"role": "assistant"})]
+    frames += [eventstream_event("contentBlockDelta",
+                                 {"contentBlockIndex": 0, "delta": {"text": d}}) for d in DELTAS]
+    frames += [eventstream_event("contentBlockStop", {"contentBlockIndex": 0}),
+               eventstream_event("messageStop", {"stopReason": "end_turn"}),
+               eventstream_event("metadata", {"usage": usage, "metrics": {"latencyMs": 120}})]
+    return Reply(headers=[*amzn, ("Content-Type", EVENTSTREAM)], events=frames)
+
+
+METRICS = "amazon-bedrock-invocationMetrics"
+BEDROCK_ANTHROPIC_FIELDS = frozenset({
+    "anthropic_version", "anthropic_beta", "max_tokens", "messages", "system", "temperature",
+    "top_p", "top_k", "stop_sequences", "tools", "tool_choice", "thinking", "context_management",
+    "metadata", "output_config"})  # Claude Code's Bedrock mode sends these two
+
+
+@dataclass
+class FakeBedrock:
+    """The credentials the fake Bedrock accepts: a SigV4 signature made with this key pair
+    (recomputed with botocore, region and service from the signature's scope checked against
+    `region`), or a Bedrock API key in `api_keys`. `verdicts` says, per request, "ok" or why
+    it was refused (403 InvalidSignatureException / UnrecognizedClientException)."""
+
+    access_key: str = ""
+    secret_key: str = ""
+    token: str | None = None
+    region: str = "us-east-1"
+    api_keys: tuple[str, ...] = ()
+    verdicts: list[str] = field(default_factory=list)
+
+    def check(self, seen: Seen, base_url: str) -> Reply | None:
+        why = self._mismatch(seen, base_url)
+        self.verdicts.append(why or "ok")
+        if why is None:
+            return None
+        exception = ("UnrecognizedClientException" if "key" in why or "token" in why
+                     else "InvalidSignatureException")
+        return bedrock_error(403, exception, why)
+
+    def _mismatch(self, seen: Seen, base_url: str) -> str | None:
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import ReadOnlyCredentials
+
+        auth = seen.header("authorization") or ""
+        if auth.startswith("Bearer "):
+            return None if auth[7:] in self.api_keys else "The API key is not valid"
+        found = _SIGV4.fullmatch(auth)
+        if found is None:
+            return "Missing or malformed SigV4 Authorization header"
+        key_id, date, region, service, signed, signature = found.groups()
+        if key_id != self.access_key:
+            return "The security token included in the request is invalid (unknown key)"
+        if seen.header("x-amz-security-token") != self.token:
+            return "The security token included in the request is invalid"
+        if region != self.region or service != "bedrock":
+            return f"Credential should be scoped to region {self.region}, service bedrock"
+        amz_date = seen.header("x-amz-date") or ""
+        try:
+            at = time.mktime(time.strptime(amz_date, "%Y%m%dT%H%M%SZ")) - time.timezone
+        except ValueError:
+            return "X-Amz-Date missing or malformed"
+        if abs(time.time() - at) > 300 or not amz_date.startswith(date):
+            return "Signature expired"
+        names = signed.split(";")
+        if "host" not in names:
+            return "host must be signed"
+        headers = {}
+        for name in names:
+            if (value := seen.header(name)) is None:
+                return f"signed header {name} is missing"
+            headers[name] = value
+        request = AWSRequest(method=seen.method, url=base_url + seen.path, headers=headers,
+                             data=seen.body)
+        request.context["timestamp"] = amz_date
+        signer = SigV4Auth(ReadOnlyCredentials(self.access_key, self.secret_key, self.token),
+                           service, region)
+        expected = signer.signature(
+            signer.string_to_sign(request, signer.canonical_request(request)), request)
+        if not hmac.compare_digest(expected, signature):
+            return ("The request signature we calculated does not match the signature you "
+                    "provided.")
+        return None
+
+
+# --- Google Gemini, Azure OpenAI, GitHub Copilot, OpenAI-compatible gateways --------------------
+# Routes matched by pattern after the exact ones (`pattern_route`). Gemini answers as
+# generativelanguage.googleapis.com does: GenerateContentResponse bodies, SSE with `alt=sse`
+# (`\r\n\r\n` between events, no event names), else one JSON array sent element by element,
+# Google's error envelope (`gemini_error`, with RetryInfo for 429s) and 403 for a request with no
+# API key at all. Azure answers OpenAI's shapes under /openai (deployments need `api-version`),
+# naming the model behind a deployment (`AZURE_MODEL`); Copilot OpenAI's shapes at the root.
+
+GEMINI_ROUTE = re.compile(r"/(v1|v1beta|v1alpha)/(models|tunedModels)/([^/:]+)"
+                          r"(?::(generateContent|streamGenerateContent|countTokens))?")
+GEMINI_MODELS = re.compile(r"/(v1|v1beta|v1alpha)/models")
+AZURE_DEPLOYMENT = re.compile(
+    r"/openai/deployments/([^/]+)/(chat/completions|responses|embeddings)")
+AZURE_MODEL = "gpt-4o-2024-11-20"  # what Azure names the model behind any deployment here
+# OpenAI-shaped routes under the prefixes of Azure's v1 API and OpenAI-compatible gateways
+# (Groq /openai/v1, OpenRouter /api/v1), and Copilot's root.
+OPENAI_SHAPED = re.compile(r"(/openai/v1|/openai|/api/v1|)/(chat/completions|responses|"
+                           r"embeddings|models)")
+GEMINI_USAGE = {"promptTokenCount": 11, "candidatesTokenCount": 7, "cachedContentTokenCount": 3,
+                "thoughtsTokenCount": 2, "totalTokenCount": 20,
+                "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 11}]}
+GEMINI_JSON = "application/json; charset=UTF-8"
+
+
+def gemini_error(status: int, message: str, *, retry_delay: str | None = None,
+                 reason: str | None = None, details: list[dict[str, Any]] | None = None,
+                 headers: list[tuple[str, str]] | None = None) -> Reply:
+    """A Gemini API error: Google's envelope, its status name for `status`, an ErrorInfo with
+    `reason` and a RetryInfo with `retry_delay` ("37s") when given."""
+    names = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
+             404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE",
+             504: "DEADLINE_EXCEEDED"}
+    extra = list(details or [])
+    if reason:
+        extra.append({"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason,
+                      "domain": "googleapis.com",
+                      "metadata": {"service": "generativelanguage.googleapis.com"}})
+    if retry_delay:
+        extra.append({"@type": "type.googleapis.com/google.rpc.RetryInfo",
+                      "retryDelay": retry_delay})
+    error: dict[str, Any] = {"code": status, "message": message,
+                             "status": names.get(status, "UNKNOWN")}
+    if extra:
+        error["details"] = extra
+    return Reply(status=status, body={"error": error},
+                 headers=[("Content-Type", GEMINI_JSON), *(headers or [])])
+
+
+def gemini_rate_limited(retry_delay: str = "2s") -> Reply:
+    """What a key out of quota gets: 429 RESOURCE_EXHAUSTED, QuotaFailure and RetryInfo."""
+    quota = {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [
+        {"quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
+         "quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"}]}
+    return gemini_error(429, "You exceeded your current quota, please check your plan and "
+                        "billing details.", retry_delay=retry_delay, details=[quota])
+
+
+def gemini_chunk(parts: list[dict[str, Any]], *, model: str, n: int,
+                 finish: str | None = None, usage: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One GenerateContentResponse (a whole answer or one streamed chunk)."""
+    candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}, "index": 0}
+    if finish:
+        candidate["finishReason"] = finish
+    chunk: dict[str, Any] = {"candidates": [candidate]}
+    if usage is not None:
+        chunk["usageMetadata"] = usage
+    chunk["modelVersion"] = model
+    chunk["responseId"] = f"fake-gemini-{n}"
+    return chunk
+
+
+def gemini_stream(chunks: list[dict[str, Any]], *, sse: bool) -> Reply:
+    """Chunks as Gemini streams them: SSE events, or the pieces of one JSON array."""
+    if sse:
+        return Reply(events=[f"data: {_dumps(c)}\r\n\r\n" for c in chunks])
+    pieces = [("[" if i == 0 else "\r\n,") + json.dumps(c, indent=2) + "\n"
+              for i, c in enumerate(chunks)]
+    return Reply(events=[*pieces, "]"], headers=[("Content-Type", GEMINI_JSON)])
+
+
+def _gemini_key(seen: Seen, query: str) -> str | None:
+    return seen.header("x-goog-api-key") or (parse_qs(query).get("key") or [None])[0]
+
+
+def _gemini(n: int, req: dict[str, Any], query: str, found: re.Match[str], seen: Seen) -> Reply:
+    model, method = found[3], found[4]
+    if _gemini_key(seen, query) is None and seen.header("authorization") is None:
+        return gemini_error(403, "Method doesn't allow unregistered callers (callers without "
+                            "established identity). Please use API Key or other form of API "
+                            "consumer identity to call this API.", reason="API_KEY_INVALID")
+    if method is None:
+        return Reply(body=_gemini_model(model), headers=[("Content-Type", GEMINI_JSON)])
+    if method == "countTokens":
+        return Reply(body={"totalTokens": 11, "promptTokensDetails": [
+            {"modality": "TEXT", "tokenCount": 11}]}, headers=[("Content-Type", GEMINI_JSON)])
+    if method == "generateContent":
+        config = req.get("generationConfig")
+        config = config if isinstance(config, dict) else {}
+        text = TEXT
+        if config.get("responseMimeType") == "application/json":  # JSON mode, as asked
+            text = _dumps(schema_example(config.get("responseJsonSchema")
+                                         or config.get("responseSchema") or {}))
+        return Reply(body=gemini_chunk([{"text": text}], model=model, n=n, finish="STOP",
+                                       usage=GEMINI_USAGE),
+                     headers=[("Content-Type", GEMINI_JSON)])
+    partial = {"promptTokenCount": 11, "totalTokenCount": 11}
+    chunks = [gemini_chunk([{"text": d}], model=model, n=n, usage=partial) for d in DELTAS[:-1]]
+    chunks.append(gemini_chunk([{"text": DELTAS[-1]}], model=model, n=n, finish="STOP",
+                               usage=GEMINI_USAGE))
+    return gemini_stream(chunks, sse="alt=sse" in query.split("&"))
+
+
+def schema_example(schema: Any) -> Any:
+    """A small value that fits a Gemini response schema (OpenAPI types, any case): what a model
+    in JSON mode answers, e.g. to Gemini CLI's model-routing classifier."""
+    if not isinstance(schema, dict):
+        return None
+    if isinstance(enum := schema.get("enum"), list) and enum:
+        return enum[0]
+    kind = str(schema.get("type", "object")).lower()
+    if kind == "object":
+        properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+        required = schema.get("required") if isinstance(schema.get("required"), list) else []
+        return {name: schema_example(sub) for name, sub in properties.items()
+                if name in required or not required}
+    if kind == "array":
+        return [schema_example(schema.get("items"))] if schema.get("items") else []
+    return {"string": "fake", "integer": 1, "number": 1, "boolean": False}.get(kind)
+
+
+def _gemini_model(model: str) -> dict[str, Any]:
+    return {"name": f"models/{model}", "version": "001", "displayName": model,
+            "description": "A fake Gemini model", "inputTokenLimit": 1048576,
+            "outputTokenLimit": 65536, "temperature": 1, "topP": 0.95, "topK": 64,
+            "supportedGenerationMethods": ["generateContent", "countTokens"]}
+
+
+def _gemini_models(_n: int, _req: dict[str, Any], _query: str, _found: re.Match[str],
+                   _seen: Seen) -> Reply:
+    return Reply(body={"models": [_gemini_model("gemini-2.5-flash"),
+                                  _gemini_model("gemini-2.5-pro")]},
+                 headers=[("Content-Type", GEMINI_JSON)])
+
+
+def azure_error(status: int, message: str, *, code: str | None = None,
+                headers: list[tuple[str, str]] | None = None) -> Reply:
+    """An Azure OpenAI error: OpenAI's envelope with the status as the code, as Azure sends."""
+    return Reply(status=status, headers=headers or [],
+                 body={"error": {"code": code or str(status), "message": message}})
+
+
+def _azure(n: int, req: dict[str, Any], query: str, found: re.Match[str], seen: Seen) -> Reply:
+    if "api-version" not in parse_qs(query):
+        return azure_error(404, "Resource not found")
+    if seen.header("api-key") is None and seen.header("authorization") is None:
+        return azure_error(401, "Access denied due to missing subscription key. Make sure to "
+                           "include subscription key when making requests to an API.")
+    builder = {"chat/completions": _chat, "responses": _responses,
+               "embeddings": _embeddings}[found[2]]
+    return builder(n, {**req, "model": AZURE_MODEL}, query)
+
+
+def _openai_shaped(n: int, req: dict[str, Any], query: str, found: re.Match[str],
+                   seen: Seen) -> Reply:
+    prefix, route = found[1], found[2]
+    if prefix == "" and seen.header("authorization") is None:  # Copilot: a token, always
+        return Reply(status=401, body={"error": {"message": "unauthorized: no token",
+                                                 "code": "unauthorized"}})
+    if prefix == "/openai" and route != "responses" and route != "models":
+        return _not_found(found[0])  # Azure has these only per deployment or under /openai/v1
+    if prefix.startswith("/openai") and route != "models" and seen.header("api-key") is None \
+            and seen.header("authorization") is None:
+        return azure_error(401, "Access denied due to missing subscription key.")
+    if prefix == "/openai" and route == "responses":
+        if "api-version" not in parse_qs(query):
+            return azure_error(404, "Resource not found")
+        req = {**req, "model": AZURE_MODEL}
+    if prefix == "" and route == "models":
+        return _copilot_models()
+    builder = {"chat/completions": _chat, "responses": _responses, "embeddings": _embeddings,
+               "models": _models}[route]
+    return builder(n, req, query)
+
+
+def _copilot_models() -> Reply:
+    """Copilot's model list: OpenAI's list with Copilot's capabilities, limits and policy."""
+    def model(model_id: str, name: str, vendor: str, default: bool) -> dict[str, Any]:
+        return {"id": model_id, "name": name, "object": "model", "vendor": vendor,
+                "version": model_id, "preview": False, "model_picker_enabled": True,
+                "model_picker_category": "versatile", "is_chat_default": default,
+                "is_chat_fallback": default, "policy": {"state": "enabled", "terms": ""},
+                "billing": {"is_premium": False, "multiplier": 0},
+                "supported_endpoints": ["/chat/completions", "/responses"],
+                "capabilities": {"family": model_id, "object": "model_capabilities",
+                                 "type": "chat", "tokenizer": "o200k_base",
+                                 "limits": {"max_context_window_tokens": 128000,
+                                            "max_output_tokens": 16384,
+                                            "max_prompt_tokens": 128000},
+                                 "supports": {"streaming": True, "tool_calls": True,
+                                              "parallel_tool_calls": True, "vision": False}}}
+    return Reply(body={"object": "list", "data": [
+        model("gpt-4.1", "GPT-4.1", "Azure OpenAI", True),
+        model("claude-sonnet-4.5", "Claude Sonnet 4.5", "Anthropic", False)]})
+
+
+PatternBuilder = Callable[[int, dict[str, Any], str, "re.Match[str]", Seen], Reply]
+PATTERN_ROUTES: list[tuple[str, re.Pattern[str], PatternBuilder]] = [
+    ("POST", GEMINI_ROUTE, _gemini),
+    ("GET", GEMINI_ROUTE, _gemini),
+    ("GET", GEMINI_MODELS, _gemini_models),
+    ("POST", AZURE_DEPLOYMENT, _azure),
+    ("POST", OPENAI_SHAPED, _openai_shaped),
+    ("GET", OPENAI_SHAPED, _openai_shaped),
+]
+
+
+def pattern_route(method: str, path: str, seen: Seen) -> RouteBuilder | None:
+    """The builder for a path the exact ROUTES do not name, if a pattern route takes it."""
+    for want, pattern, builder in PATTERN_ROUTES:
+        if want == method and (found := pattern.fullmatch(path)) is not None:
+            return lambda n, req, query, b=builder, f=found: b(n, req, query, f, seen)
+    return None

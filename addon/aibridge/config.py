@@ -1,14 +1,17 @@
 """The bridge's TOML configuration (`--set bridge_config=FILE`), validated with pydantic.
 
-Built-in providers `openai` and `anthropic` always exist; a `[providers.NAME]` table overrides
-their fields or adds an OpenAI- or Anthropic-compatible provider. Relative paths are resolved
-against the config file's directory so the proxy can be started from anywhere.
+Built-in providers (`BUILTIN_PROVIDERS`: openai, anthropic, gemini, ...) always exist, some
+disabled until enabled; a `[providers.NAME]` table overrides their fields or adds a provider of
+any type the catalog knows (an OpenAI- or Anthropic-compatible one, most often). Relative
+paths are resolved against the config file's directory so the proxy can be started from
+anywhere.
 """
 
 from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
@@ -17,10 +20,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 PROVIDER_NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 HEADER_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # metadata keys travel in headers
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_BODY_BYTES = 32 << 20
 MAX_PASSTHROUGH_BODY_BYTES = 100 << 20  # file uploads and batches, streamed rather than held
 
-ProviderType = Literal["openai", "anthropic"]
+# A provider API's `type`: providers.catalog names them, and the registry refuses an unknown one
+# (a new provider API is a module and a catalog line, nothing here).
+PROVIDER_TYPE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+# A host name, or a pattern where `*` stands for exactly one whole label (`*.openai.azure.com`).
+_HOST_LABEL = re.compile(r"^(\*|[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)$")
 CredentialMode = Literal["centralized", "byok", "auto"]
 
 
@@ -33,7 +41,7 @@ class _Strict(BaseModel):
 
 
 class ProviderConfig(_Strict):
-    type: ProviderType | None = None
+    type: str | None = None
     enabled: bool = True
     hosts: list[str] | None = None
     upstream: str | None = None
@@ -47,6 +55,30 @@ class ProviderConfig(_Strict):
     send_actor_headers: bool = True
     strip_client_identity: bool = False  # session headers and metadata.user_id stay with us
     workspace_id: str | None = None
+    # Amazon Bedrock (type "bedrock"): the AWS credentials that sign requests come from the
+    # standard chain (environment, shared config `aws_profile`), assuming `role_arn` if given;
+    # `region` signs requests whose host names none (e.g. an `upstream` of a VPC endpoint).
+    aws_profile: str | None = None
+    role_arn: str | None = Field(default=None, pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/.+")
+    region: str | None = Field(default=None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    # Names clients put where the model goes -> the model they serve (Azure OpenAI deployments):
+    # records, prices, budgets and limits see the model.
+    deployments: dict[str, str] | None = None
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, value: str | None) -> str | None:
+        if value is not None and not PROVIDER_TYPE.fullmatch(value):
+            raise ValueError(f"type {value!r} is not a provider type name")
+        return value
+
+    @field_validator("deployments")
+    @classmethod
+    def _deployments(cls, deployments: dict[str, str] | None) -> dict[str, str] | None:
+        if deployments is not None and any(
+                not name.strip() or not model.strip() for name, model in deployments.items()):
+            raise ValueError("deployments map non-empty names to non-empty model names")
+        return deployments
 
     @field_validator("hosts")
     @classmethod
@@ -56,6 +88,14 @@ class ProviderConfig(_Strict):
         cleaned = [h.strip().lower().rstrip(".") for h in hosts]
         if not cleaned or any(not h or "/" in h or ":" in h for h in cleaned):
             raise ValueError("hosts must be non-empty bare host names (no scheme, port or path)")
+        for host in cleaned:
+            labels = host.split(".")
+            if not all(_HOST_LABEL.fullmatch(label) for label in labels):
+                raise ValueError(f"host {host!r}: labels are letters, digits and '-', or a "
+                                 "whole '*' standing for one label")
+            if "*" in labels[-2:]:
+                raise ValueError(f"host {host!r}: a wildcard must leave the last two labels "
+                                 "(the domain) literal")
         return cleaned
 
     @field_validator("passthrough", "untouched", "deny")
@@ -90,6 +130,15 @@ BUILTIN_PROVIDERS: dict[str, ProviderConfig] = {
                               base_path="/backend-api/codex",
                               passthrough=["/backend-api/codex/"], untouched=["/"],
                               credentials="byok"),
+    "gemini": ProviderConfig(type="gemini", hosts=["generativelanguage.googleapis.com"]),
+    # Opt-in (`enabled = true`): decrypting these by default would change what every Azure
+    # client and IDE of the company sees.
+    "azure": ProviderConfig(type="azure", enabled=False,
+                            hosts=["*.openai.azure.com", "*.cognitiveservices.azure.com"]),
+    "copilot": ProviderConfig(type="copilot", enabled=False, credentials="byok",
+                              hosts=["api.githubcopilot.com", "api.individual.githubcopilot.com",
+                                     "api.business.githubcopilot.com",
+                                     "api.enterprise.githubcopilot.com"]),
 }
 
 
@@ -283,10 +332,204 @@ class LimitConfig(_Scoped):
         return self
 
 
+class StateConfig(_Strict):
+    """`[state]`: state several bridge processes share (key states, circuit breakers, failed
+    logins, budgets and rate limits) in Redis >= 7 or Valkey (state/redis.py). Without a URL
+    each process keeps its own."""
+
+    url: str | None = None  # redis://[:password@]host:6379/0, rediss://… for TLS
+    timeout: float = Field(default=0.05, gt=0, le=5)  # seconds per call; then local state
+    retry_interval: float = Field(default=1.0, gt=0, le=60)  # seconds between reconnects
+    prefix: str = Field(default="aibridge", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str | None) -> str | None:
+        if url is not None and not re.match(r"^(rediss?|unix)://", url):
+            raise ValueError("url must be a redis://, rediss:// or unix:// URL")
+        return url
+
+
+class McpServerConfig(_Strict):
+    """`[mcp.servers.NAME]`: an MCP server (Streamable HTTP) whose tools the bridge offers to
+    the models of the requests `match` selects, as `bmcp_<NAME>_<tool>`, and runs itself."""
+
+    url: str
+    # Header name -> the environment variable holding its value (secrets never sit in the file).
+    headers_env: dict[str, str] = Field(default_factory=dict)
+    allow: list[str] = Field(default_factory=list)  # regexes a tool name must match in full
+    deny: list[str] = Field(default_factory=list)  # regexes that hide a tool; deny wins
+    match: MatchConfig = MatchConfig()  # who gets the tools (actor, team, metadata)
+    enabled: bool = True
+    call_timeout: float = Field(default=30.0, gt=0, le=600)  # seconds per tool call
+    max_result_bytes: int = Field(default=64 * 1024, ge=256, le=8 << 20)  # of one tool result
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", url):
+            raise ValueError("url must be an http:// or https:// URL")
+        if "@" in url.split("/", 3)[2]:
+            raise ValueError("url must not carry credentials (log lines show it): use headers_env")
+        return url
+
+    @field_validator("headers_env")
+    @classmethod
+    def _headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name, variable in headers.items():
+            if not HEADER_TOKEN.fullmatch(name):
+                raise ValueError(f"header name {name!r} is not an HTTP header token")
+            if not ENV_NAME.fullmatch(variable):
+                raise ValueError(f"{variable!r} is not an environment variable name")
+        return headers
+
+    @field_validator("allow", "deny")
+    @classmethod
+    def _patterns(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ValueError(f"{pattern!r} is not a regular expression: {e}") from None
+        return patterns
+
+
+class McpConfig(_Strict):
+    """`[mcp]`: company MCP servers whose tools every matching request gets (mcp/)."""
+
+    servers: dict[str, McpServerConfig] = Field(default_factory=dict)
+    refresh_interval: float = Field(default=300.0, gt=0)  # seconds between tool-list refetches
+    connect_timeout: float = Field(default=10.0, gt=0, le=120)
+    # Follow-up requests the bridge sends for one client request after running tools.
+    max_rounds: int = Field(default=5, ge=1, le=50)
+
+    @field_validator("servers")
+    @classmethod
+    def _names(cls, servers: dict[str, McpServerConfig]) -> dict[str, McpServerConfig]:
+        for name in servers:
+            # No "_": the injected name bmcp_<server>_<tool> must say which server it is.
+            if not PROVIDER_NAME.fullmatch(name) or len(name) > 24:
+                raise ValueError(f"mcp server name {name!r} must match {PROVIDER_NAME.pattern} "
+                                 "(at most 24 characters)")
+        return servers
+
+    def check_environment(self, environ: Mapping[str, str]) -> None:
+        """Every `headers_env` variable of an enabled server is set; else a ConfigError."""
+        for name, server in self.servers.items():
+            missing = [v for v in server.headers_env.values() if not environ.get(v)]
+            if server.enabled and missing:
+                raise ConfigError(f"mcp server {name!r}: environment variable(s) "
+                                  f"{', '.join(missing)} named by headers_env are not set")
+
+
+SecretAction = Literal["log", "redact", "block", "off"]
+SECRET_RULE_ID = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+
+
+class SecretRuleConfig(_Strict):
+    """`[[secrets.rules]]`: an operator's own detector. The secret is the regex's group named
+    `secret` if it has one, else the whole match; `keyword` (one or a list) is a prefilter: the
+    regex runs only on texts containing one of them (case-sensitive)."""
+
+    id: str = Field(min_length=1, max_length=64)
+    regex: str = Field(min_length=1)
+    keyword: str | list[str] | None = None
+    action: SecretAction | None = None  # default: [secrets] action (overrides still apply)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not SECRET_RULE_ID.fullmatch(value):
+            raise ValueError(f"rule id {value!r} must match {SECRET_RULE_ID.pattern}")
+        return value
+
+    @field_validator("regex")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        try:
+            pattern = re.compile(value)
+        except re.error as e:
+            raise ValueError(f"invalid regex {value!r}: {e}") from None
+        if pattern.match(""):
+            raise ValueError(f"regex {value!r} matches the empty string")
+        return value
+
+    @field_validator("keyword")
+    @classmethod
+    def _keyword(cls, value: str | list[str] | None) -> str | list[str] | None:
+        words = [value] if isinstance(value, str) else value or []
+        if any(not word for word in words):
+            raise ValueError("keywords must not be empty")
+        return value
+
+
+class SecretOverrideConfig(_Strict):
+    """`[[secrets.overrides]]`: the action for the matching requests (actor, team, metadata as
+    budgets match them; `provider` and `rule` are globs). The first that matches wins."""
+
+    match: MatchConfig = MatchConfig()
+    provider: str | None = Field(default=None, min_length=1)
+    rule: str | None = Field(default=None, min_length=1)
+    action: SecretAction
+
+
+class SecretsConfig(_Strict):
+    """`[secrets]`: secret scanning of what agents send (aibridge.secrets)."""
+
+    action: SecretAction = "redact"
+    allow: list[str] = Field(default_factory=list)  # regexes searched in a detected secret
+    rules: list[SecretRuleConfig] = Field(default_factory=list)
+    overrides: list[SecretOverrideConfig] = Field(default_factory=list)
+    entropy: bool = False  # also flag high-entropy quoted strings (noisy on source code)
+    examples: bool = False  # also flag documentation examples (AKIAIOSFODNN7EXAMPLE, ...)
+    responses: bool = True  # scan model output for findings (recorded, never changed)
+    # An environment variable holding the key of the placeholders' hashes: the same secret
+    # then gets the same placeholder after a restart and on every bridge sharing it.
+    salt_env: str | None = Field(default=None, min_length=1)
+    cache_entries: int = Field(default=50_000, ge=0)  # text blocks remembered as scanned
+
+    @field_validator("allow")
+    @classmethod
+    def _allow(cls, values: list[str]) -> list[str]:
+        for value in values:
+            try:
+                re.compile(value)
+            except re.error as e:
+                raise ValueError(f"invalid regex {value!r}: {e}") from None
+        return values
+
+    @model_validator(mode="after")
+    def _unique(self) -> SecretsConfig:
+        ids = [rule.id for rule in self.rules]
+        if dupes := sorted({i for i in ids if ids.count(i) > 1}):
+            raise ValueError(f"duplicate rule id(s) {', '.join(map(repr, dupes))}")
+        return self
+
+
 class TelemetryConfig(_Strict):
     exporter: Literal["none", "console", "otlp"] = "none"
     otlp_endpoint: str | None = None  # base URL; OTEL_EXPORTER_OTLP_* env applies without it
     service_name: str = "aibridge"
+
+
+FallbackTrigger = Literal["all_keys_cooling", "circuit_open", "unreachable", "5xx"]
+
+
+class FallbackConfig(_Strict):
+    """`[[fallbacks]]`: when provider `from` cannot serve a request (`on`: every central key
+    cooling or refused, its circuit breaker open, its upstream unreachable, a 5xx answer), the
+    bridge serves it from provider `to`, translating the request and the answer, for the models
+    `models` maps (the asked model, a glob, or a name its dated versions start with -> the
+    model id on `to`). Today: from an Anthropic API to Amazon Bedrock."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    from_: str = Field(alias="from", min_length=1)
+    to: str = Field(min_length=1)
+    models: dict[str, str] = Field(min_length=1)
+    on: list[FallbackTrigger] = Field(
+        default_factory=lambda: ["all_keys_cooling", "circuit_open", "unreachable", "5xx"],
+        min_length=1)
 
 
 class BridgeConfig(_Strict):
@@ -300,12 +543,30 @@ class BridgeConfig(_Strict):
     budgets: list[BudgetConfig] = Field(default_factory=list)
     budgets_settings: BudgetsSettings = BudgetsSettings()
     limits: list[LimitConfig] = Field(default_factory=list)
+    secrets: SecretsConfig = SecretsConfig()
+    mcp: McpConfig = McpConfig()  # company tools injected into requests (mcp/)
+    state: StateConfig = StateConfig()  # shared with other bridge processes
     max_body_bytes: int = Field(default=MAX_BODY_BYTES, gt=0)
     max_passthrough_body_bytes: int = Field(default=MAX_PASSTHROUGH_BODY_BYTES, gt=0)
     shutdown_grace: float = Field(default=20.0, ge=0)  # seconds in-flight requests get on exit
+    fallbacks: list[FallbackConfig] = Field(default_factory=list)  # across providers
 
     @model_validator(mode="after")
     def _names(self) -> BridgeConfig:
+        sources = [f.from_ for f in self.fallbacks]
+        for fallback in self.fallbacks:
+            types = []
+            for name in (fallback.from_, fallback.to):
+                provider = self.providers.get(name) or BUILTIN_PROVIDERS.get(name)
+                if provider is None:
+                    raise ValueError(f"fallbacks: no provider named {name!r}")
+                base = BUILTIN_PROVIDERS.get(name)
+                types.append(provider.type or (base.type if base else None))
+            if types != ["anthropic", "bedrock"]:
+                raise ValueError(f"fallbacks: from {fallback.from_!r} to {fallback.to!r}: only "
+                                 "an anthropic provider to a bedrock provider is translated")
+            if sources.count(fallback.from_) > 1:
+                raise ValueError(f"fallbacks: provider {fallback.from_!r} has two fallbacks")
         for kind, entries in (("budgets", self.budgets), ("limits", self.limits)):
             names = [entry.name for entry in entries]
             if dupes := sorted({n for n in names if names.count(n) > 1}):
@@ -317,7 +578,9 @@ class BridgeConfig(_Strict):
             if not PROVIDER_NAME.fullmatch(name):
                 raise ValueError(f"provider name {name!r} must match {PROVIDER_NAME.pattern}")
             if provider.type is None and name not in BUILTIN_PROVIDERS:
-                raise ValueError(f'provider {name!r} needs type = "openai" or "anthropic"')
+                raise ValueError(f'provider {name!r} needs type = "openai" or "anthropic" '
+                                 '(compatible APIs), or another provider API\'s type '
+                                 '("gemini", "azure", "bedrock", ...)')
         return self
 
 

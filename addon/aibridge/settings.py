@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +15,9 @@ from aibridge.intercept import Actor
 from aibridge.keys.circuit import BreakerSettings, CircuitBreakers
 from aibridge.pricing import PriceBook
 from aibridge.providers import ProviderRegistry, build_registry
+from aibridge.secrets.build import SecretsSetup, build_secrets
 from aibridge.state.memory import MemoryState
+from aibridge.state.redis_shared import Shared
 from aibridge.state.store import StateStore
 
 
@@ -32,6 +35,12 @@ class Settings:
     # and windows survive it (the policies' keys name what they count; a changed one starts
     # anew). In the process; a shared store would make it hold across processes.
     state: StateStore = field(default_factory=MemoryState)
+    # `[state] url`: the link to the other bridge processes (keys, circuits, logins, and the
+    # `state` above); kept across reloads while `[state]` stays the same.
+    shared: Shared | None = None
+    # `[secrets]`: the scanner (None when scanning is off); kept across reloads while the
+    # section stays the same, with the text blocks it remembers.
+    secrets: SecretsSetup | None = None
 
     @classmethod
     def load(cls, config_path: str | None, counters: Registry | None = None,
@@ -43,6 +52,7 @@ class Settings:
         """
         counters = counters if counters is not None else Registry()
         config, base_dir = load_config(config_path)
+        config.mcp.check_environment(os.environ)  # MCP header secrets come from it
         circuit = config.resilience.circuit
         registry = build_registry(config, base_dir, counters=counters)
         if previous is not None:
@@ -56,6 +66,7 @@ class Settings:
             if previous is not None and previous.breakers is not None \
                     and previous.config.resilience.circuit == circuit:
                 breakers = previous.breakers
+        shared = _shared(config, registry, breakers, previous)
         return cls(
             config=config,
             config_path=config_path,
@@ -70,7 +81,11 @@ class Settings:
             local_actor=local_user_actor(),
             breakers=breakers,
             prices=PriceBook.from_config(config.prices, registry.providers),
-            state=previous.state if previous is not None else MemoryState(),
+            state=shared.store if shared is not None else
+            previous.state if previous is not None and previous.shared is None else MemoryState(),
+            shared=shared,
+            secrets=build_secrets(config.secrets,
+                                  previous=previous.secrets if previous is not None else None),
         )
 
     def watched_files(self) -> list[Path]:
@@ -89,15 +104,23 @@ class Settings:
         return [f"provider {p.name}: credentials = \"auto\" but no central keys, so every "
                 "request must carry the user's own provider key; a client sending its proxy "
                 "token as the key gets 401 (give it keys, or set credentials = \"byok\")"
-                for p in self.registry.providers if p.credentials == "auto" and not p.pool]
+                for p in self.registry.providers
+                if p.credentials == "auto" and not p.pool and p.signer is None]
 
     def describe(self) -> list[str]:
         """Start-up lines: what is decrypted, with how many keys (never keys), who may connect."""
         lines = []
         for p in self.registry.providers:
             keys = f"{len(p.pool)} central key(s)" if p.pool else "no central keys"
+            if p.signer is not None:  # never the secret: the access key id, masked
+                keys = f"signs with AWS credentials ({p.signer.source}, {p.signer.hint})"
+            # Without `upstream`, a provider of several hosts (or a wildcard) sends each
+            # request to the host it was decrypted for.
+            upstream = ("the requested host, port 443"
+                        if p.follows_host and (len(p.hosts) > 1 or "*" in p.hosts[0])
+                        else p.upstream)
             lines.append(f"provider {p.name} ({p.type}): decrypts {', '.join(p.hosts)}; upstream "
-                         f"{p.upstream}; credentials={p.credentials}; {keys}; "
+                         f"{upstream}; credentials={p.credentials}; {keys}; "
                          f"actor headers {'on' if p.send_actor_headers else 'off'}")
         if self.actors.missing:
             lines.append(f"actors file {self.actors.source} is missing: every proxy request is "
@@ -116,6 +139,8 @@ class Settings:
             lines.append(f"{len(self.config.budgets)} budget(s), {len(self.config.limits)} "
                          "rate limit(s)")
         lines.append(self.prices.describe())
+        lines.append(self.secrets.describe() if self.secrets is not None
+                     else "secret scanning off")
         lines.append("every other host is tunnelled without decryption")
         return lines
 
@@ -135,6 +160,34 @@ def _with_oidc(actors: ActorDirectory, config: BridgeConfig, base_dir: Path,
     return dataclasses.replace(actors, oidc=OidcValidator(
         oidc, base_dir, fetch=before is None or before.config.jwks_url != oidc.jwks_url,
         keys_from=before))
+
+
+def _shared(config: BridgeConfig, registry: ProviderRegistry,
+            breakers: CircuitBreakers | None, previous: Settings | None) -> Shared | None:
+    """The link to the other processes for `[state] url` (the previous one if `[state]` did
+    not change; a replaced one is closed by the runtime once the new settings apply), with
+    these settings' key pools and breakers attached."""
+    wanted = config.state
+    if wanted.url is None:
+        return None
+    key = (wanted.url, wanted.timeout, wanted.retry_interval, wanted.prefix)
+    before = previous.shared if previous is not None else None
+    shared = before if before is not None and before.settings == key else None
+    pools = [p.pool for p in registry.providers if p.pool is not None]
+    fresh = [pool for pool in pools if pool.shared is None]
+    if shared is None:
+        shared = Shared(wanted.url, timeout=wanted.timeout,
+                        retry_interval=wanted.retry_interval, prefix=wanted.prefix)
+    for pool in pools:
+        pool.shared = shared.sharing
+    if breakers is not None:
+        breakers.shared = shared.sharing
+    shared.sharing.track(pools, breakers)
+    if shared is before:
+        shared.sharing.adopt(fresh)
+    else:
+        shared.start()  # connects (bounded by the timeout) and takes the shared state
+    return shared
 
 
 def _carry_pools(registry: ProviderRegistry, old: ProviderRegistry) -> ProviderRegistry:

@@ -25,6 +25,12 @@ cached tokens):
   `cache_read_tokens` = input_tokens_details.cached_tokens; `output_tokens` =
   output_tokens. Extra: `output_reasoning` (output_tokens_details.reasoning_tokens).
   Streaming usage comes from the terminal `response.completed` (or `.incomplete`/`.failed`).
+- generate_content / stream_generate_content (Google Gemini): `input_tokens` =
+  usageMetadata.promptTokenCount (includes cached) + toolUsePromptTokenCount;
+  `cache_read_tokens` = cachedContentTokenCount; `output_tokens` = candidatesTokenCount +
+  thoughtsTokenCount (thinking is billed as output, and OpenAI's output counts reasoning too).
+  Extras: `output_reasoning` (thoughtsTokenCount), `tool_use_prompt`. Every streamed chunk
+  carries the usage so far; the last one wins.
 
 Extras are only present when > 0.
 """

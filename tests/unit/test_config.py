@@ -227,9 +227,42 @@ def test_builtin_providers_need_no_type(tmp_path):
     assert config.providers["anthropic"].type is None
 
 
-def test_unknown_provider_type_is_rejected(tmp_path):
-    message = error_of(tmp_path, '[providers.groq]\ntype = "gemini"\nhosts = ["x.example"]\n')
+def test_malformed_provider_type_is_rejected(tmp_path):
+    message = error_of(tmp_path, '[providers.groq]\ntype = "Open AI"\nhosts = ["x.example"]\n')
     assert "providers.groq.type" in message
+
+
+def test_unknown_provider_type_is_rejected_naming_the_known_ones(tmp_path):
+    # The types are the catalog's (providers.catalog): the registry refuses any other.
+    from aibridge.providers.registry import build_registry
+
+    config, base = load_config(
+        write(tmp_path, '[providers.groq]\ntype = "bogus"\nhosts = ["x.example"]\n'))
+    with pytest.raises(ConfigError) as info:
+        build_registry(config, base, environ={})
+    assert "unknown type 'bogus'" in str(info.value)
+    assert "gemini" in str(info.value) and "openai" in str(info.value)
+
+
+@pytest.mark.parametrize("kind", ["gemini", "azure", "copilot"])
+def test_the_new_provider_types_are_known(tmp_path, kind):
+    from aibridge.providers.registry import build_registry
+
+    config, base = load_config(write(
+        tmp_path, f'[providers.x]\ntype = "{kind}"\nhosts = ["x.example"]\n'))
+    assert build_registry(config, base, environ={}).for_host("x.example").type == kind
+
+
+@pytest.mark.parametrize("host", ["*", "*.com", "api.*", "a*.example.com", "*.*", "a..b.com"])
+def test_wildcards_stand_for_whole_labels_left_of_the_domain(tmp_path, host):
+    message = error_of(tmp_path, f'[providers.openai]\nhosts = ["{host}"]\n')
+    assert "providers.openai.hosts" in message
+
+
+def test_wildcard_hosts_are_accepted(tmp_path):
+    config, _ = load_config(write(
+        tmp_path, '[providers.openai]\nhosts = ["*.OpenAI.azure.com", "bedrock.*.aws.com"]\n'))
+    assert config.providers["openai"].hosts == ["*.openai.azure.com", "bedrock.*.aws.com"]
 
 
 # -- hosts ----------------------------------------------------------------------------------

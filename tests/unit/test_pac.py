@@ -130,3 +130,13 @@ def test_script_wrapper(tmp_path):
     subprocess.run([str(root / "scripts" / "pac"), "--proxy", "b:1", "--out", str(out)],
                    check=True, capture_output=True, timeout=60)
     assert "function FindProxyForURL(url, host)" in out.read_text()
+
+
+def test_a_wildcard_host_matches_one_label_as_the_bridge_does():
+    text = pac.render(["*.openai.azure.com", "api.openai.com"], "bridge.example.com:8080")
+    urls = ["https://contoso.openai.azure.com/openai/v1/models",
+            "https://Contoso.OpenAI.azure.com.:443/x",
+            "https://openai.azure.com/", "https://a.b.openai.azure.com/",
+            "https://contoso.openai.azure.com.evil.example/", "https://api.openai.com/v1"]
+    assert find_proxy(text, [case(u) for u in urls]) == [
+        PROXY, PROXY, "DIRECT", "DIRECT", "DIRECT", PROXY]

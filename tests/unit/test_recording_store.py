@@ -123,7 +123,7 @@ def test_duplicates_are_ignored(engine: sa.Engine) -> None:
     store.write(list(reversed(batch)))
     assert {t.name: count(engine, t) for t in schema.metadata.sorted_tables} == {
         "interceptions": 2, "interception_ends": 2, "token_usages": 2, "prompt_usages": 2,
-        "tool_usages": 2, "passthroughs": 0}
+        "tool_usages": 2, "passthroughs": 0, "findings": 0, "mcp_rounds": 0}
 
 
 def test_identical_usage_records_both_count(engine: sa.Engine) -> None:

@@ -52,10 +52,14 @@ GROQ = {"type": "openai", "hosts": ["api.groq.com"], "base_path": "/openai/v1"}
 # -- defaults ------------------------------------------------------------------------------------
 
 
-def test_defaults_have_openai_anthropic_and_chatgpt():
+def test_defaults_have_openai_anthropic_chatgpt_and_gemini():
     reg = registry()
-    assert [p.name for p in reg.providers] == ["openai", "anthropic", "chatgpt"]
-    assert set(reg.by_host) == {"api.openai.com", "api.anthropic.com", "chatgpt.com"}
+    assert [p.name for p in reg.providers] == ["openai", "anthropic", "chatgpt", "gemini"]
+    assert set(reg.by_host) == {"api.openai.com", "api.anthropic.com", "chatgpt.com",
+                                "generativelanguage.googleapis.com"}
+    # Azure OpenAI and GitHub Copilot are built in but opt-in.
+    assert reg.for_host("myres.openai.azure.com") is None
+    assert reg.for_host("api.githubcopilot.com") is None
 
 
 def test_default_openai_provider():
@@ -214,7 +218,7 @@ def test_duplicate_host_across_providers_is_rejected():
 def test_disabled_provider_is_not_decrypted():
     reg = registry({"openai": {"enabled": False}})
     assert reg.for_host("api.openai.com") is None
-    assert [p.name for p in reg.providers] == ["anthropic", "chatgpt"]
+    assert [p.name for p in reg.providers] == ["anthropic", "chatgpt", "gemini"]
 
 
 def test_disabled_provider_frees_its_host_for_another():

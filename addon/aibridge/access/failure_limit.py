@@ -17,6 +17,10 @@ count and marks the pair known. Refused attempts are not counted, so a lockout e
 The window is a sliding-window counter (the previous fixed window's count weighted by how much
 of it still overlaps, plus the current one's): two numbers per key, so memory stays small and
 bounded (least recently used keys are dropped beyond `max_keys`).
+
+With `[state] url` the counts are shared by every bridge process (`SharedFailures`, one round
+trip per login, state/redis_shared.py); the local counts are kept all the same and decide while
+the shared store is unreachable.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 Refusal = Literal["user", "address", "global"]
 
@@ -37,6 +41,21 @@ class FailurePolicy:
     global_limit: int = 1000
     window: float = 60.0
     known_ttl: float = 86_400.0
+
+
+class SharedFailures(Protocol):
+    """The counts of every bridge process. Each method returns None when the shared store is
+    unreachable (the local counts decide then)."""
+
+    def auth_refused(self, address: str, user: str,
+                     policy: FailurePolicy) -> tuple[Refusal | None] | None:
+        """(why the attempt is not checked, or None to check it)."""
+
+    def auth_failed(self, address: str, user: str,
+                    policy: FailurePolicy) -> list[Refusal] | None:
+        """Count a failure; the limits this one reached."""
+
+    def auth_succeeded(self, address: str, user: str, policy: FailurePolicy) -> None: ...
 
 
 class _Counter:
@@ -73,6 +92,7 @@ class AuthFailureLimiter:
         self._addresses: OrderedDict[str, _Counter] = OrderedDict()
         self._global = _Counter()
         self._known: OrderedDict[tuple[str, str], float] = OrderedDict()  # → last success
+        self.shared: SharedFailures | None = None  # other bridge processes ([state] url)
 
     def configure(self, policy: FailurePolicy) -> None:
         """New limits (a config reload); the counts so far stay."""
@@ -80,6 +100,9 @@ class AuthFailureLimiter:
 
     def refused(self, address: str, user: str) -> Refusal | None:
         """Why an attempt from `address` as `user` is not even checked, or None to check it."""
+        if self.shared is not None and (
+                answer := self.shared.auth_refused(address, user, self.policy)) is not None:
+            return answer[0]
         now, p = self._clock(), self.policy
         pair = (address, user)
         counter = self._pairs.get(pair)
@@ -106,9 +129,14 @@ class AuthFailureLimiter:
             counter.add(now, p.window)
             if before < limit <= before + 1:
                 reached.append(kind)
+        if self.shared is not None and (
+                shared := self.shared.auth_failed(address, user, p)) is not None:
+            return shared
         return reached
 
     def succeeded(self, address: str, user: str) -> None:
+        if self.shared is not None:
+            self.shared.auth_succeeded(address, user, self.policy)
         pair = (address, user)
         self._pairs.pop(pair, None)
         self._known[pair] = self._clock()

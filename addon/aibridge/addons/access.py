@@ -93,6 +93,7 @@ class ProxyAccess:
             return []
         previous, self._checked = self._checked, settings
         self.failures.configure(failure_policy(settings.config.auth))
+        self.failures.shared = settings.shared.sharing if settings.shared else None
         if previous is not None and previous.actors is settings.actors:
             return []
         if settings.actors.missing:

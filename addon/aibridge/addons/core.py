@@ -14,6 +14,7 @@ import logging
 from mitmproxy import http, tls
 from mitmproxy.proxy import server_hooks
 
+from aibridge.addons import client_writer, tool_rounds
 from aibridge.addons.mitm_shim import Handover
 from aibridge.addons.runtime import UNREAD_HOST, Runtime, fail_closed
 from aibridge.admission.pipeline import Candidate
@@ -21,15 +22,17 @@ from aibridge.admission.steps import Pipelines
 from aibridge.errors.convert import convert_error, converted_response_headers
 from aibridge.errors.envelope import ResponseError
 from aibridge.errors.proxy_failures import interrupted, is_client_cancel, unreachable
+from aibridge.flow import fallback as fallback_flow
 from aibridge.flow import finish, passthrough
 from aibridge.flow.exchange import Exchange, Phase
 from aibridge.flow.start import HANDSHAKE, open_interception, placeholder
 from aibridge.intercept import CredentialKind, is_websocket_upgrade, new_credential_info
 from aibridge.intercept.headers import without_actor_headers
 from aibridge.observe import flowview
-from aibridge.providers import BRIDGED, PASSTHROUGH, UNTOUCHED
+from aibridge.providers import BRIDGED, PASSTHROUGH, UNTOUCHED, Upstream
+from aibridge.providers.base import WireApi
 from aibridge.streaming.tap import StreamTap
-from aibridge.upstream import failover
+from aibridge.upstream import failover, fallback
 from aibridge.upstream.privacy import strip_client_identity
 from aibridge.upstream.rewrite import retarget, rewrite_for_upstream
 from aibridge.upstream.scrub import redact, reveal, scrub, sent_secrets
@@ -40,6 +43,16 @@ logger = logging.getLogger("aibridge")
 class BridgeCore:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+
+    def running(self) -> None:
+        self.runtime.splice_problems = client_writer.problems()
+        if self.runtime.splice_problems:
+            logger.warning("aibridge: MCP tools are offered on non-streaming requests only: "
+                           f"{'; '.join(self.runtime.splice_problems)}")
+        self.runtime.mcp.start()
+
+    async def done(self) -> None:
+        await self.runtime.mcp.close()
 
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
         if self.runtime.settings.registry.for_host(data.client_hello.sni) is None:
@@ -92,7 +105,7 @@ class BridgeCore:
         if ex.match.kind == UNTOUCHED:
             # As sent, except that the trusted actor headers only ever come from the bridge.
             flow.request.headers = without_actor_headers(flow.request.headers)
-            retarget(flow.request, ex.provider)
+            retarget(flow.request, ex.provider, _upstream(flow, ex))
             ex.phase = Phase.FORWARDED
             return
         bridged = ex.match.kind == BRIDGED
@@ -102,12 +115,17 @@ class BridgeCore:
             (pipelines.bridged if bridged else pipelines.passthrough).admit(candidate)
         except ResponseError as e:
             ex.circuit_open = candidate.circuit_open
+            if bridged and fallback_flow.divert(flow, ex, candidate, e, self._routes(),
+                                                pipelines.bridged, self.runtime.reporter,
+                                                self.runtime.hold):
+                return  # served by the fallback's provider ([[fallbacks]])
             if candidate.info is not None:  # a malformed request never becomes an interception
                 open_interception(self.runtime.reporter, flow, ex, candidate.info,
                                   candidate.body, placeholder(ex.provider))
             elif ex.websocket_api is not None:
                 open_interception(self.runtime.reporter, flow, ex, HANDSHAKE, None,
                                   placeholder(ex.provider))
+            self._secrets(flow, ex, candidate)
             self._refuse(flow, ex, e)
             return
         credential = candidate.credential
@@ -116,10 +134,13 @@ class BridgeCore:
         if candidate.info is not None:
             open_interception(self.runtime.reporter, flow, ex, candidate.info, candidate.body,
                               credential.info)
+        self._secrets(flow, ex, candidate)
         self.runtime.hold(ex.interception, candidate.holds)
         if ex.provider.strip_client_identity:
             strip_client_identity(flow.request, candidate.body)  # after it was recorded
-        rewrite_for_upstream(flow.request, ex.provider, credential, ex.caller.actor)
+        tool_rounds.offer(self.runtime, flow, ex, candidate.body)  # MCP tools, if any
+        rewrite_for_upstream(flow.request, ex.provider, credential, ex.caller.actor,
+                             _upstream(flow, ex))
         flowview.sent(flow, credential.info, ex.interception)
         ex.phase = Phase.FORWARDED
 
@@ -132,10 +153,18 @@ class BridgeCore:
         response = flow.response
         if ex.client_close:
             response.headers["Connection"] = "close"  # honour it: we removed it upstream
-        if 200 <= response.status_code < 300 and is_event_stream(response):
+        if ex.fallback is not None and ex.api is not None and fallback_flow.relay(
+                response, ex, StreamTap(ex.api, None,
+                                        keep_events=self.runtime.reporter.wants_output)):
+            return  # Bedrock's event-stream re-emitted as the client's SSE
+        if 200 <= response.status_code < 300 and is_event_stream(response, ex.api):
             if ex.interception is not None and ex.api is not None:
-                ex.tap = StreamTap(ex.api, response.headers.get("content-encoding"))
+                ex.tap = StreamTap(ex.api, response.headers.get("content-encoding"),
+                                   keep_events=self.runtime.reporter.wants_output)
                 response.stream = ex.tap
+                if ex.tool_loop is not None:
+                    ex.tap = StreamTap(ex.api, None, keep_events=self.runtime.reporter.wants_output)
+                    response.stream = tool_rounds.splice(flow, ex, ex.tap)
             else:
                 response.stream = passthrough.Meter()
         elif response.stream is True and ex.match.kind == PASSTHROUGH:
@@ -150,6 +179,12 @@ class BridgeCore:
         cred = ex.credential
         if cred is not None and cred.key is not None and not ex.synthesized:
             await self._fail_over(flow, ex)
+        if ex.fallback is not None:
+            fallback_flow.answered(flow.response, ex)
+        elif (trigger := fallback_flow.after_answer(flow.response, ex)) is not None:
+            await self._rescue(flow, ex, trigger)
+        if ex.tool_loop is not None:
+            await tool_rounds.rounds(self.runtime, flow, ex)  # MCP tool calls: later rounds
         # Before the client, a conversion or a log line reads an answer that echoes the key.
         redact(flow.response, sent_secrets(cred))
         if flow.response.status_code == 101 and ex.websocket_api is not None:
@@ -162,7 +197,7 @@ class BridgeCore:
         self._record_circuit(ex, flow.response.status_code)
         self._end(flow, ex)
 
-    def error(self, flow: http.HTTPFlow) -> None:
+    async def error(self, flow: http.HTTPFlow) -> None:
         ex = self.runtime.exchanges.get(flow)
         if ex is None or ex.ended:
             return
@@ -171,6 +206,8 @@ class BridgeCore:
         # A flow the bridge killed on its upstream timeout is a failure, not a client cancel.
         cancelled = (flow.error is not None and ex.timed_out is None
                      and is_client_cancel(flow.error.msg))
+        if not cancelled and flow.response is None and await self._rescue_unreachable(flow, ex):
+            return
         client_status = None
         if not cancelled:
             client_status = self._explain_failure(flow, ex)
@@ -189,6 +226,16 @@ class BridgeCore:
         self._end(flow, ex, client_status)
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def _secrets(self, flow: http.HTTPFlow, ex: Exchange, candidate: Candidate) -> None:
+        """What secret scanning found: recorded, shown, and still to mask in the kept body."""
+        found = candidate.secrets
+        if found is None:
+            return
+        ex.mask_stored = found.mask_stored if found.mask is not None else None
+        flowview.secrets(flow, found.findings)
+        if ex.interception is not None:
+            self.runtime.reporter.findings(ex.interception, found.findings)
 
     def _record_handshake(self, flow: http.HTTPFlow, ex: Exchange) -> None:
         """A WebSocket upgrade that did not become a socket is recorded like a failed request
@@ -232,7 +279,8 @@ class BridgeCore:
         if ex.provider.strip_client_identity:
             strip_client_identity(flow.request, None)
         framing = passthrough.framing(flow.request)
-        rewrite_for_upstream(flow.request, ex.provider, credential, ex.caller.actor)
+        rewrite_for_upstream(flow.request, ex.provider, credential, ex.caller.actor,
+                             _upstream(flow, ex))
         passthrough.keep_framing(flow.request, framing)
         flow.request.stream = passthrough.Meter()
         flowview.sent(flow, credential.info, None)
@@ -241,6 +289,44 @@ class BridgeCore:
     def _end(self, flow: http.HTTPFlow, ex: Exchange, client_status: int | None = None) -> None:
         finish.end(self.runtime.reporter, flow, ex, client_status)
         del self.runtime.exchanges[flow]
+
+    def _routes(self) -> fallback_flow.Routes:
+        settings = self.runtime.settings
+        return fallback_flow.routes_of(settings.registry, settings.config.fallbacks)
+
+    async def _rescue(self, flow: http.HTTPFlow, ex: Exchange, trigger: str) -> bool:
+        """The fallback's provider answers instead (upstream.fallback); the first provider's
+        failure still counts against its circuit."""
+        assert flow.response is not None
+        routes = self._routes()
+        if routes.for_provider(ex.provider) is None:
+            return False
+        answer = await fallback_flow.rescue(flow, ex, trigger, routes,
+                                            self.runtime.resend_client())
+        if answer is None:
+            return False
+        self._record_circuit(ex, flow.response.status_code if flow.response else 502)
+        if ex.client_close:
+            answer.headers["Connection"] = "close"
+        flow.response = answer
+        ex.synthesized, ex.pool_error = False, None
+        return True
+
+    async def _rescue_unreachable(self, flow: http.HTTPFlow, ex: Exchange) -> bool:
+        """The provider could not be reached: the fallback's answer goes to the client in place
+        of the error (through the shim's handover, as mitmproxy ignores a response set here)."""
+        handover = self.runtime.handovers.get(flow.client_conn)
+        if handover is None or self.runtime.shim_problems or ex.interception is None:
+            return False
+        flow.response = http.Response.make(502)  # what the first provider amounted to
+        if not await self._rescue(flow, ex, fallback.UNREACHABLE):
+            flow.response = None
+            return False
+        handover.response, flow.error = flow.response, None
+        if ex.credential is not None and ex.credential.attempt is not None:
+            ex.credential.attempt.finish()
+        self._end(flow, ex)
+        return True
 
     def _pipelines(self) -> Pipelines:
         assert self.runtime.pipelines is not None
@@ -259,7 +345,7 @@ class BridgeCore:
             ex.interception.streaming if ex.interception else False)
         try:
             outcome = await failover.after_response(
-                flow.response, ex.provider, cred, streaming=streaming,
+                flow.response, ex.upstream_provider, cred, streaming=streaming,
                 client=self.runtime.resend_client(), request=flow.request)
         except Exception:  # a bug here must not cost the client the provider's answer
             logger.exception("aibridge: failover failed; returning the provider's answer")
@@ -272,6 +358,8 @@ class BridgeCore:
                                                f"upstream status {flow.response.status_code}")
                 ex.interception.credential = info
             ex.info = info
+            if ex.tool_loop is not None:  # later tool rounds go with the key that answered
+                ex.tool_loop.auth_value = ex.provider.api.credential.value(outcome.key.secret)
             flowview.sent(flow, info, ex.interception)
         flow.metadata[flowview.KEY]["key_attempts"] = (
             cred.attempt.attempts if cred.attempt else 1)
@@ -311,7 +399,7 @@ class BridgeCore:
         errors = ex.provider.api.errors
         handover = self.runtime.handovers.get(flow.client_conn)
         if flow.response is None:
-            reach, up = self.runtime.reach, ex.provider.upstream
+            reach, up = self.runtime.reach, _upstream(flow, ex)
             error = unreachable(ex.provider.name, flow, timed_out=ex.timed_out,
                                 retried_for=reach.window if reach.gave_up(
                                     (up.host, up.port)) else None)
@@ -327,7 +415,7 @@ class BridgeCore:
         if ex.tap is not None and ex.api is not None and handover is not None:
             reason = flow.error.msg if flow.error else "unknown"
             error = interrupted(ex.provider.name, reason)
-            handover.tail = ex.api.stream_error_tail(error.body(errors))
+            handover.tail = ex.tap.error_tail(error.body(errors))
         return None
 
     def _scrub(self, flow: http.HTTPFlow, ex: Exchange) -> None:
@@ -338,6 +426,14 @@ class BridgeCore:
         ex.scrubbed = True
 
 
-def is_event_stream(response: http.Response) -> bool:
-    return response.headers.get("content-type", "").lower().startswith("text/event-stream")
+def _upstream(flow: http.HTTPFlow, ex: Exchange) -> Upstream:
+    """Where the flow's request goes: the provider's upstream for the host it was decrypted for."""
+    return ex.provider.upstream_for(flow.client_conn.sni)
+
+
+def is_event_stream(response: http.Response, api: WireApi | None = None) -> bool:
+    """An SSE answer, or a stream in the framing of the route's API (Bedrock's event-stream)."""
+    content_type = response.headers.get("content-type", "").lower()
+    return content_type.startswith("text/event-stream") or (
+        api is not None and api.streams(content_type))
 

@@ -3,7 +3,10 @@
 Every connection the proxy opens for a client is checked on the address it resolves to, and
 pinned to the address that was checked (no DNS rebinding in between), except one kind: a
 request decrypted on a provider host, which the core always aims at the operator's configured
-upstream (host and port) — those upstreams are trusted for provider traffic only.
+upstream (host and port) — those upstreams are trusted for provider traffic only. A provider
+without `upstream` sends each request to the host it was decrypted for: a host the provider
+names is trusted the same way, one its wildcard matched (`*.openai.azure.com`) is resolved and
+checked like any other.
 
 - A CONNECT to any other host, and a plain-HTTP proxy request, are checked when they arrive
   (a clear 403).
@@ -91,11 +94,19 @@ class Egress:
     def _is_provider_upstream(self, client: connection.Client, address: tuple) -> bool:
         """A request decrypted on a provider host, on its way to a configured upstream."""
         registry = self.runtime.settings.registry
-        if not client.tls_established or registry.for_host(client.sni) is None:
+        provider = registry.for_host(client.sni) if client.tls_established else None
+        if provider is None:
             return False
         host, port = address
-        return any(p.upstream.host == str(host).lower() and p.upstream.port == port
-                   for p in registry.providers)
+        # A provider without `upstream` sends a request to the host it was decrypted for. A
+        # host it names is trusted like a configured upstream; one a wildcard matched is
+        # checked like any other (who controls the names under a wildcard is not known).
+        own = provider.upstream_for(client.sni)
+        if own.host in provider.hosts and own.host == str(host).lower() and own.port == port:
+            return True
+        return any(
+            p.upstream.host == str(host).lower() and p.upstream.port == port
+            for p in registry.providers)
 
     @fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:

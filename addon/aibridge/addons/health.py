@@ -94,15 +94,16 @@ class Health:
                                    shim_problems=self.runtime.shim_problems, recorder=recorder)
         providers = settings.registry.providers if settings else []
         breakers = settings.breakers if settings else None
+        shared = settings.shared if settings else None
         if not details:
             return health.public_document(problems=problems, providers=providers,
-                                          breakers=breakers, recorder=recorder)
+                                          breakers=breakers, recorder=recorder, shared=shared)
         return health.status_document(
             ready=not problems, problems=problems,
             listen=[f"{h or '*'}:{p}" for h, p in listen_addresses()],
             providers=providers, breakers=breakers, recorder=recorder,
             telemetry_exporter=settings.config.telemetry.exporter if settings else "none",
-            ca=self.ca)
+            ca=self.ca, shared=shared)
 
     def status_response(self) -> http.Response:
         """The public document (kept for callers that have no flow)."""

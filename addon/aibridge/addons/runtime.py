@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import os
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -17,12 +18,14 @@ from mitmproxy import connection, ctx, http
 from aibridge.addons.mitm_shim import Handover
 from aibridge.admission.budgets import Notify
 from aibridge.admission.policies import build_policies
+from aibridge.admission.secrets import secret_scan
 from aibridge.admission.steps import Pipelines, pipelines
 from aibridge.counters import Registry
 from aibridge.errors.envelope import OPENAI_ERR_TYPE_API, new_response_error
 from aibridge.errors.shapes import ANTHROPIC_ERRORS
 from aibridge.flow.exchange import Caller, Exchange
 from aibridge.intercept import Interception
+from aibridge.mcp.manager import McpManager
 from aibridge.observe.reporting import Reporter
 from aibridge.observe.webhook import Webhook
 from aibridge.providers import Provider
@@ -30,6 +33,7 @@ from aibridge.recording.recorder import Recorder
 from aibridge.settings import Settings
 from aibridge.state.ledger import Hold, Ledger
 from aibridge.streaming.socket_session import SocketSession
+from aibridge.streaming.tool_loop import Aliases
 from aibridge.upstream import resend, scrub
 from aibridge.upstream.reach import Reachability
 
@@ -70,6 +74,9 @@ class Runtime:
         # end; outlives reloads, like the state the holds refer to.
         self.ledger = Ledger()
         self.webhook: Webhook | None = None  # [budgets_settings] webhook_url
+        self.mcp = McpManager()  # [mcp.servers.*]: their connections outlive reloads
+        self.splice_problems: list[str] = []  # why later tool rounds cannot reach stream clients
+        self.tool_aliases = Aliases()  # response ids spliced streams showed (tool_loop.py)
 
     @property
     def settings(self) -> Settings:
@@ -78,14 +85,23 @@ class Runtime:
         return self.settings_or_none
 
     def apply(self, settings: Settings) -> None:
+        before = self.settings_or_none
+        if before is not None and before.shared not in (None, settings.shared):
+            before.shared.close()  # [state] changed: the new link replaces the old one
         self.settings_or_none = settings
         self.reporter.prices = settings.prices  # interceptions ending from now on use them
         self.reach.window = settings.config.resilience.connect_retry_window
         self.reporter.ledger = self.ledger  # (a reload may bring a new reporter)
+        # What the recorder keeps is masked with the current rules (admission.secrets).
+        self.reporter.secrets = settings.secrets.scanner if settings.secrets else None
+        self.reporter.scan_responses = settings.config.secrets.responses
+        self.mcp.configure(settings.config.mcp, settings.config.budgets_settings.team_key,
+                           os.environ)
         budgets, limits = build_policies(settings, notify=self._webhook(settings))
         self.pipelines = pipelines(settings.config.max_body_bytes, settings.breakers,
                                    settings.config.max_passthrough_body_bytes,
-                                   budgets=budgets, limits=limits)
+                                   budgets=budgets, limits=limits,
+                                   secrets=secret_scan(settings))
 
     def hold(self, interception: Interception | None, holds: Sequence[Hold]) -> None:
         """An admitted interception keeps what admission took until it ends (the reporter

@@ -30,13 +30,14 @@ def declared_too_large(request: http.Request, limit: int) -> bool:
         return False
 
 
-def parse_json_object(request: http.Request, limit: int) -> dict:
-    """The decoded JSON object of a bridged request, or a `ResponseError` to answer with."""
+def parse_json_object(request: http.Request, limit: int, *, untyped: bool = False) -> dict:
+    """The decoded JSON object of a bridged request, or a `ResponseError` to answer with.
+    `untyped`: a body without a Content-Type is JSON too (Bedrock's InvokeModel default)."""
     raw = request.raw_content or b""
     if len(raw) > limit:
         raise too_large(limit)
     mime = get_header(request.headers, "content-type", "").split(";", 1)[0].strip().lower()
-    if mime != "application/json" and not mime.endswith("+json"):
+    if mime != "application/json" and not mime.endswith("+json") and not (untyped and not mime):
         raise new_response_error(
             f"unsupported content type {mime or '(none)'!r}: send the body as application/json",
             OPENAI_ERR_TYPE_INVALID_REQUEST, "unsupported_media_type", 415)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from mitmproxy import http
 
@@ -25,6 +25,9 @@ from aibridge.keys.circuit import Admission
 from aibridge.providers import Provider, RouteMatch
 from aibridge.providers.base import RequestInfo, WireApi
 from aibridge.state.ledger import Hold
+
+if TYPE_CHECKING:
+    from aibridge.admission.secrets import SecretsOutcome
 
 
 @dataclass
@@ -46,10 +49,16 @@ class Candidate:
     # What admission took that the request gives back when it ends (budget reservations,
     # concurrency slots): kept in the runtime's ledger under its interception's id.
     holds: list[Hold] = field(default_factory=list)
+    # What secret scanning found and did (admission.secrets.SecretsOutcome), if anything.
+    secrets: SecretsOutcome | None = None
+
+    # The wire format when the route match does not say it: a WebSocket frame's (the match
+    # is the handshake's GET).
+    wire: WireApi | None = None
 
     @property
     def api(self) -> WireApi | None:
-        return self.match.api
+        return self.wire or self.match.api
 
 
 class Step(Protocol):

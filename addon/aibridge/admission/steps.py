@@ -105,8 +105,10 @@ class JsonBody(_Step):
 
     def admit(self, candidate: Candidate) -> None:
         assert candidate.request is not None and candidate.api is not None
-        candidate.body = parse_json_object(candidate.request, self.limit)
-        candidate.info = candidate.api.request_info(candidate.body, candidate.match.params)
+        candidate.body = parse_json_object(candidate.request, self.limit,
+                                           untyped=candidate.api.untyped_json)
+        candidate.info = candidate.provider.request_info(candidate.api, candidate.body,
+                                                         candidate.match.params)
 
 
 @dataclass
@@ -138,7 +140,8 @@ class Credential(_Step):
         pool = candidate.provider.pool
         candidate.credential = resolve_credential(
             candidate.provider, candidate.request.headers, candidate.proxy_token,
-            attempt=pool.attempt() if pool else None)
+            attempt=pool.attempt() if pool else None,
+            query=candidate.request.path.partition("?")[2])
 
 
 @dataclass(frozen=True)
@@ -151,16 +154,19 @@ class Pipelines:
 
 def pipelines(max_body_bytes: int, breakers: CircuitBreakers | None,
               max_passthrough_body_bytes: int = MAX_PASSTHROUGH_BODY_BYTES, *,
-              budgets: Step | None = None, limits: Step | None = None) -> Pipelines:
+              budgets: Step | None = None, limits: Step | None = None,
+              secrets: Step | None = None) -> Pipelines:
     circuit = [Circuit(breakers)] if breakers is not None else []
     # Budgets (admission/budgets.py), then rate limits (admission/limits.py): a spent budget
     # is the answer that lasts, so it is given before a wait that would only lead to it.
-    # Secret scanning goes here too, before the credential.
-    policies = [step for step in (budgets, limits) if step is not None]
+    # Secret scanning (admission/secrets.py) comes after them and before the credential: a
+    # blocked request costs no key.
+    policies = [step for step in (budgets, limits, secrets) if step is not None]
     return Pipelines(
         head=Pipeline([Http1Only(), HeaderLimits(), KnownRoute(),
                        DeclaredSize(max_body_bytes, max_passthrough_body_bytes)]),
         bridged=Pipeline([JsonBody(max_body_bytes), *circuit, *policies, Credential()]),
-        passthrough=Pipeline([Credential()]),
+        # Held passthrough JSON bodies (count_tokens carries the conversation) are scanned too.
+        passthrough=Pipeline([*([secrets] if secrets is not None else []), Credential()]),
         frame=Pipeline([*circuit, *policies]),
     )

@@ -48,6 +48,16 @@ _UPSTREAM_TYPES = {
     "rate_limit_exceeded": RATE_LIMITED,
     "insufficient_quota": RATE_LIMITED,
     "server_error": SERVER_ERROR,
+    # Google's status names (the Gemini API's `error.status`).
+    "INVALID_ARGUMENT": BAD_REQUEST,
+    "FAILED_PRECONDITION": BAD_REQUEST,
+    "NOT_FOUND": BAD_REQUEST,
+    "UNAUTHENTICATED": UNAUTHORIZED,
+    "PERMISSION_DENIED": UNAUTHORIZED,
+    "RESOURCE_EXHAUSTED": RATE_LIMITED,
+    "UNAVAILABLE": OVERLOADED,
+    "INTERNAL": SERVER_ERROR,
+    "DEADLINE_EXCEEDED": TIMEOUT,
 }
 
 

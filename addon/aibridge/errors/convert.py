@@ -76,10 +76,10 @@ def convert_error(
     doc = _parse_json(body)
     # Some OpenAI-compatible gateways wrap the error in a one-element array, which no SDK reads:
     # unwrap it for its fields, and always convert.
-    wrapped = isinstance(doc, list) and len(doc) == 1 and _error_object(doc[0]) is not None
+    wrapped = isinstance(doc, list) and len(doc) == 1 and shape.error_object(doc[0]) is not None
     if wrapped:
         doc = doc[0]
-    if (inner := _error_object(doc)) is not None:
+    if (inner := shape.error_object(doc)) is not None:
         if error_format != ERROR_FORMAT_OPENAI and not wrapped:
             return None
         return _dump(_normalised(provider_name, status, inner, shape))
@@ -152,13 +152,6 @@ def _parse_json(body: bytes) -> object:
         return json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         return None
-
-
-def _error_object(doc: object) -> Mapping[str, Any] | None:
-    # Both providers nest the error under "error" (Anthropic adds "type": "error" beside it).
-    if isinstance(doc, Mapping) and isinstance(inner := doc.get("error"), Mapping):
-        return inner
-    return None
 
 
 def _text(value: object) -> str | None:

@@ -67,6 +67,18 @@ class ErrorShape:
         """The error type for `status` when the upstream body names none."""
         return status_error_type(status)
 
+    def headers(self, error: ResponseError) -> list[tuple[str, str]]:
+        """Headers the API's clients read the error from besides the body (AWS's
+        `x-amzn-ErrorType`); none for most APIs."""
+        return []
+
+    def error_object(self, doc: object) -> Mapping[str, Any] | None:
+        """The error object of a well-formed error body in this API's shape (relayed as it is),
+        else None. OpenAI and Anthropic nest it under "error"."""
+        if isinstance(doc, Mapping) and isinstance(inner := doc.get("error"), Mapping):
+            return inner
+        return None
+
 
 OPENAI_ERRORS = ErrorShape()
 
@@ -111,6 +123,7 @@ class ResponseError(Exception):
             out["Retry-After"] = str(math.ceil(self.retry_after))
         if self.should_retry is not None:
             out["x-should-retry"] = "true" if self.should_retry else "false"
+        extra = [*shape.headers(self), *extra]
         for name in {name for name, _ in extra}:
             out.pop(name, None)
         for name, value in extra:

@@ -21,7 +21,9 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aibridge.admission.credential import UpstreamCredential
 from aibridge.intercept import Actor, CredentialInfo, Interception
@@ -29,6 +31,8 @@ from aibridge.keys.circuit import Admission
 from aibridge.providers import Provider, RouteMatch
 from aibridge.providers.base import WireApi
 from aibridge.streaming.tap import StreamTap
+from aibridge.streaming.tool_loop import ToolLoop
+from aibridge.upstream.fallback import Diverted
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,18 @@ class Exchange:
     synthesized: bool = False  # the response is the bridge's own, not the provider's
     circuit_open: bool = False  # refused because the breaker is open
     pool_error: str | None = None  # rate_limited | auth_failed when the key pool ran out
+    # Masks the request body the flow keeps, once it was sent or refused: a secret that
+    # scanning logged (or blocked) is still in it (admission.secrets).
+    mask_stored: Callable[[Any], None] | None = None
+    tool_loop: ToolLoop | None = None  # MCP tools were offered (streaming/tool_loop.py)
+    # Served by another provider ([[fallbacks]], upstream.fallback): the route and model.
+    fallback: Diverted | None = None
     started_mono: float = field(default_factory=time.monotonic)
+
+    @property
+    def upstream_provider(self) -> Provider:
+        """The provider the request went to: the fallback's when another one serves it."""
+        return self.fallback.route.target if self.fallback is not None else self.provider
 
     @property
     def api(self) -> WireApi | None:

@@ -5,6 +5,7 @@ WebSocket response's last frame. The outcome and the recorded error category are
 from __future__ import annotations
 
 import json
+import logging
 
 from mitmproxy import http
 
@@ -19,10 +20,13 @@ from aibridge.observe import flowview
 from aibridge.observe.reporting import Reporter
 from aibridge.providers.base import WireApi
 from aibridge.providers.catalog import PROVIDER_APIS
+from aibridge.streaming import output
 from aibridge.streaming.socket_session import Finished
 from aibridge.streaming.tap import StreamTap
 from aibridge.summary import ResponseSummary
 from aibridge.upstream import scrub
+
+logger = logging.getLogger("aibridge")
 
 COMPLETED, FAILED, CANCELLED, REJECTED = "completed", "failed", "cancelled", "rejected"
 WARMUP = "warmup"  # a Responses `generate: false` create: nothing generated, nothing failed
@@ -31,6 +35,7 @@ WARMUP = "warmup"  # a Responses `generate: false` create: nothing generated, no
 def refuse(reporter: Reporter, flow: http.HTTPFlow, ex: Exchange, error: ResponseError) -> None:
     """Answer with a bridge-made error instead of going upstream; ends the interception."""
     scrub.mask_flow(flow)  # never forwarded: the client's credentials are kept as hints only
+    mask_stored(flow, ex)
     flow.response = error.to_response(ex.provider.api.errors)
     ex.synthesized = True
     if isinstance(error.__cause__, KeyPoolError):
@@ -61,6 +66,7 @@ def end(reporter: Reporter, flow: http.HTTPFlow, ex: Exchange,
     # Whatever credential the flow still holds (e.g. an untouched route's own) becomes a hint,
     # in the request and in an answer that echoes it.
     scrub.redact(flow.response, scrub.mask_flow(flow))
+    mask_stored(flow, ex)
     outcome, reason = outcome_of(flow, ex.tap, timed_out=ex.timed_out is not None)
     interception = ex.interception
     if interception is None:
@@ -83,6 +89,9 @@ def end(reporter: Reporter, flow: http.HTTPFlow, ex: Exchange,
     ttft = None
     if ex.tap is not None and ex.tap.first_token_at is not None:
         ttft = max(0.0, ex.tap.first_token_at - ex.started_mono)
+    if reporter.wants_output and summary is not None:
+        flowview.secrets(flow, reporter.scan_output(
+            interception, output.texts(ex.api, ex.tap, summary, flow.response)))
     cost = reporter.price(interception, summary)
     flowview.ended(flow, interception, summary, outcome, reason, cost)
     cred = ex.credential
@@ -95,6 +104,9 @@ def end(reporter: Reporter, flow: http.HTTPFlow, ex: Exchange,
 def end_socket_response(reporter: Reporter, flow: http.HTTPFlow, done: Finished) -> None:
     """One response on a WebSocket is over."""
     interception = done.interception
+    if done.events is not None and done.api is not None:
+        flowview.secrets(flow, reporter.scan_output(
+            interception, output.socket_texts(done.api, done.events, done.summary)))
     cost = reporter.price(interception, done.summary)
     flowview.socket_interception(flow, interception, done.summary, done.outcome, done.reason,
                                  cost)
@@ -119,6 +131,18 @@ def refuse_socket_response(reporter: Reporter, flow: http.HTTPFlow,
                                          overload_status=_overload_status(interception),
                                          circuit_open=circuit_open),
         error_message=error.message, summary=None, key_attempts=0, time_to_first_token=None)
+
+
+def mask_stored(flow: http.HTTPFlow, ex: Exchange) -> None:
+    """The request body the flow keeps no longer holds a secret scanning let through (log)
+    or refused (block): sent or not, only the placeholders stay."""
+    mask, ex.mask_stored = ex.mask_stored, None
+    if mask is None:
+        return
+    try:
+        mask(flow.request)
+    except Exception:  # a bug here must not cost the client its answer
+        logger.exception("aibridge: masking secrets in the kept request failed")
 
 
 def outcome_of(flow: http.HTTPFlow, tap: StreamTap | None, *,

@@ -29,7 +29,7 @@ def open_interception(reporter: Reporter, flow: http.HTTPFlow, ex: Exchange, req
         streaming=req.streaming, actor=ex.caller.actor, credential=credential,
         correlating_tool_call_id=(storable(req.correlating_tool_call_id)
                                   if req.correlating_tool_call_id else None))
-    up = ex.provider.upstream
+    up = ex.provider.upstream_for(flow.client_conn.sni)
     reporter.started(
         ex.interception, api=api, transport="http" if ex.api else "websocket",
         client=guess_client(flow.request.headers, body),

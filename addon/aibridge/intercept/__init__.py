@@ -54,7 +54,7 @@ from aibridge.intercept.headers import (
     parse_bearer,
     prepare_client_headers,
 )
-from aibridge.intercept.interceptor import Interception, Interceptor
+from aibridge.intercept.interceptor import Fallback, Interception, Interceptor
 
 __all__ = [
     "ACTOR_HEADER_PREFIX",
@@ -81,6 +81,7 @@ __all__ = [
     "Actor",
     "CredentialInfo",
     "CredentialKind",
+    "Fallback",
     "Interception",
     "Interceptor",
     "ResponseError",

@@ -42,6 +42,16 @@ def new_interception_id() -> str:
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
+@dataclass(frozen=True)
+class Fallback:
+    """The provider that served an interception in place of the one asked (`[[fallbacks]]`),
+    and the model it served with: what the interception is priced as."""
+
+    provider: str
+    provider_type: str
+    model: str
+
+
 @dataclass
 class Interception:
     """The state of one interception. Mutable: `credential` changes as keys are tried."""
@@ -56,6 +66,7 @@ class Interception:
     correlating_tool_call_id: str | None = None
     id: str = field(default_factory=new_interception_id)
     started_at: float = field(default_factory=time.time)
+    fallback: Fallback | None = None  # set when another provider served it
 
     def trace_attributes(self) -> dict[str, str | int | bool]:
         """Span attributes; the credential appears only as kind and masked hint."""
@@ -83,4 +94,6 @@ class Interception:
             "credential": self.credential.to_dict(),
             "correlating_tool_call_id": self.correlating_tool_call_id,
             "started_at": self.started_at,
+            **({"fallback": {"provider": self.fallback.provider,
+                             "model": self.fallback.model}} if self.fallback else {}),
         }

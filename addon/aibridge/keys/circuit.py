@@ -25,6 +25,7 @@ from typing import Any
 
 from aibridge.counters import Registry
 from aibridge.errors.envelope import OPENAI_ERR_TYPE_API, ResponseError, new_response_error
+from aibridge.keys.sharing import BreakerView, SharedCircuits
 
 CIRCUIT_OPEN_MESSAGE = "circuit breaker is open"
 CIRCUIT_OPEN_CODE = "service_unavailable"
@@ -81,6 +82,7 @@ class _Breaker:
     opened_at: float = 0.0
     probes_out: int = 0
     last_probe_at: float = 0.0
+    shared_generation: int = 0  # the shared store's generation of this state ([state] url)
 
 
 class CircuitBreakers:
@@ -100,6 +102,10 @@ class CircuitBreakers:
         self._max = max(1, max_models)
         self._breakers: OrderedDict[BreakerKey, _Breaker] = OrderedDict()
         self._lock = threading.Lock()
+        # Other bridge processes ([state] url, keys/sharing.py): closed breakers and open ones
+        # within open_for are decided here; failures, probes and transitions are shared.
+        self.shared: SharedCircuits | None = None
+        self._wallclock = time.time
 
     def is_failure_status(self, status: int) -> bool:
         return status in self.settings.failure_statuses
@@ -117,6 +123,10 @@ class CircuitBreakers:
             self._advance(key, b, now)
             if b.state is State.CLOSED:
                 return Admission(True, key=key, generation=b.generation)
+            if self.shared is not None and b.state is State.HALF_OPEN:
+                shared = self._shared_probe(key, b, now)
+                if shared is not None:
+                    return shared
             if b.state is State.HALF_OPEN:
                 # A probe that never reported (flow killed, caller bug) must not wedge the
                 # breaker: after another open_for without any answer its slot is presumed lost.
@@ -143,6 +153,8 @@ class CircuitBreakers:
             b = self._breakers.get(admission.key)
             if b is None or b.generation != admission.generation:
                 return
+            if self.shared is not None and self._shared_record(admission, b, failure, now):
+                return
             if b.state is State.HALF_OPEN:
                 b.probes_out = max(0, b.probes_out - 1)
                 self._transition(admission.key, b, State.OPEN if failure else State.CLOSED, now)
@@ -161,6 +173,8 @@ class CircuitBreakers:
             b = self._breakers.get(admission.key)
             if b is not None and b.generation == admission.generation:
                 b.probes_out = max(0, b.probes_out - 1)
+                if self.shared is not None:
+                    self.shared.circuit_release(admission.key, b.shared_generation)
 
     def state(self, provider: str, route: str, model: str) -> State:
         with self._lock:
@@ -193,6 +207,77 @@ class CircuitBreakers:
                     }
                 )
         return out
+
+    # -- sharing with other processes ------------------------------------------------------
+
+    def apply_shared(self, key: BreakerKey, view: BreakerView) -> None:
+        """A transition another process made (or the merged result of ours)."""
+        with self._lock:
+            self._apply_view(key, view, self._clock())
+
+    def _apply_view(self, key: BreakerKey, view: BreakerView, now: float, *,
+                    answer: bool = False) -> _Breaker | None:
+        """`answer`: the store's answer to this process's own call, which stands even when
+        its generation is not newer (a breaker the store forgot is closed)."""
+        b = self._breakers.get(key)
+        if b is None:
+            if view.state == State.CLOSED.value:
+                return None  # nothing to learn about a breaker this process never used
+            self._evict(room_for=1)
+            b = self._breakers[key] = _Breaker()
+        if view.generation <= b.shared_generation and not (
+                answer and view.state != b.state.value):
+            return b  # already applied, or older than what this process knows
+        b.shared_generation = view.generation
+        to = State(view.state)
+        if to is not b.state:
+            self._transition(key, b, to, now)
+        if to is State.OPEN:
+            b.opened_at = now - max(0.0, self._wallclock() - view.opened_at)
+            self._advance(key, b, now)
+        return b
+
+    def _shared_probe(self, key: BreakerKey, b: _Breaker, now: float) -> Admission | None:
+        """Half-open here: the probe slots are shared. None when the store is unreachable."""
+        assert self.shared is not None
+        result = self.shared.circuit_probe(key, self._wallclock(), self.settings.open_for,
+                                           self.settings.half_open_probes)
+        if result is None:
+            return None
+        admitted, retry_after, view = result
+        b = self._apply_view(key, view, now, answer=True) or b
+        if admitted and b.state is State.HALF_OPEN:
+            b.probes_out += 1
+            b.last_probe_at = now
+            return Admission(True, key=key, generation=b.generation, probe=True)
+        if b.state is State.CLOSED:  # closed by another process's probe meanwhile
+            return Admission(True, key=key, generation=b.generation)
+        if b.state is State.HALF_OPEN:  # every probe slot taken: they answer soon
+            retry_after = HALF_OPEN_RETRY_AFTER
+        self._count("circuit_rejects", key)
+        return Admission(False, retry_after=max(retry_after, 0.0), key=key,
+                         generation=b.generation)
+
+    def _shared_record(self, admission: Admission, b: _Breaker, failure: bool,
+                       now: float) -> bool:
+        """An outcome counted in the shared store; False when it is unreachable (then the
+        local breaker decides)."""
+        assert self.shared is not None
+        key = admission.key
+        if b.state is State.HALF_OPEN and admission.probe:
+            view = self.shared.circuit_decided(key, b.shared_generation, failure,
+                                               self._wallclock())
+        elif b.state is State.CLOSED and failure:
+            view = self.shared.circuit_failed(key, self._wallclock(), self.settings.window,
+                                              self.settings.failure_threshold)
+        else:
+            return True  # a success while closed: nothing to share
+        if view is None:
+            return False
+        if admission.probe:
+            b.probes_out = max(0, b.probes_out - 1)
+        self._apply_view(key, view, now, answer=True)
+        return True
 
     # -- internals; callers hold the lock -------------------------------------------------
 

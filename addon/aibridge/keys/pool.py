@@ -23,6 +23,7 @@ from typing import Literal
 from aibridge.counters import Registry
 from aibridge.intercept import CredentialInfo, CredentialKind, mask_secret, new_credential_info
 from aibridge.keys.retry_delay import cooldown_after_429, quota_exhausted_for
+from aibridge.keys.sharing import KeyView, SharedKeys, key_id
 from aibridge.model import KeyPoolError, PoolErrorKind
 
 Strategy = Literal["priority", "round_robin"]
@@ -63,6 +64,7 @@ class _Health:
     dead: bool = False
     dead_since: float = 0.0  # when marked dead, or when the last probe was handed out
     probing: bool = False  # a request holds this dead key as a probe; its 2xx revives it
+    changed: float = 0.0  # wall clock of the last change of `dead` (shared state: later wins)
 
     def state(self, now: float) -> KeyState:
         if self.dead:  # dead beats cooling
@@ -102,6 +104,46 @@ class KeyPool:
         self._health = [_Health() for _ in secrets]
         self._cursor = 0  # round_robin: where the next attempt starts
         self._lock = threading.Lock()
+        # Other bridge processes ([state] url): told of every change, heard via apply_shared.
+        self.shared: SharedKeys | None = None
+        self.key_ids = [key_id(s) for s in secrets]
+
+    # -- sharing with other processes (keys/sharing.py) -------------------------------------
+
+    def apply_shared(self, key: str, view: KeyView) -> None:
+        """What the shared store says of a key (another process's change, or a merge)."""
+        try:
+            index = self.key_ids.index(key)
+        except ValueError:
+            return  # not one of this pool's keys (another config, or a reload in between)
+        with self._lock:
+            health, now, wall = self._health[index], self._clock(), self._wallclock()
+            if view.cooling_until > wall:
+                health.cooling_until = max(health.cooling_until, now + view.cooling_until - wall)
+            if view.changed >= health.changed:
+                if health.dead and not view.dead:
+                    health.probing = False
+                health.dead, health.changed = view.dead, view.changed
+            if view.dead:
+                health.dead_since = max(health.dead_since, now + view.dead_since - wall)
+
+    def shared_view(self, index: int) -> KeyView:
+        """This process's view of a key, in wall-clock time, for the shared store."""
+        with self._lock:
+            return self._view(self._health[index])
+
+    def _view(self, health: _Health) -> KeyView:
+        offset = self._wallclock() - self._clock()
+        cooling = health.cooling_until + offset if health.cooling_until else 0.0
+        return KeyView(cooling, health.dead, health.dead_since + offset, health.changed)
+
+    def _publish(self, index: int) -> None:
+        shared = self.shared
+        if shared is None:
+            return
+        merged = shared.publish_key(self.provider, self.key_ids[index], self.shared_view(index))
+        if merged is not None:
+            self.apply_shared(self.key_ids[index], merged)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -155,6 +197,12 @@ class KeyPool:
             if state is KeyState.DEAD and now >= health.dead_since + self.dead_retry_after:
                 # Restarting the interval is the probe's lease: no other request gets this key
                 # until it has passed again, even if this probe's outcome is never reported.
+                # With other processes the lease is theirs too (None: unreachable, local only).
+                if self.shared is not None and self.shared.take_probe(
+                        self.provider, self.key_ids[i], self._wallclock(),
+                        self.dead_retry_after) is False:
+                    health.dead_since = now
+                    continue
                 health.dead_since, health.probing = now, True
                 return self.keys[i]
         error = self._exhausted(now)
@@ -176,7 +224,7 @@ class KeyPool:
     # -- marking ---------------------------------------------------------------------------
 
     def mark(self, key: Key, status: int, headers: Mapping[str, str], *,
-             now: float | None = None) -> str | None:
+             now: float | None = None, body: bytes | None = None) -> str | None:
         """Record the upstream answer to a request made with `key`.
 
         `now` is wall-clock epoch seconds for dating reset headers (default: the pool's
@@ -188,11 +236,17 @@ class KeyPool:
         # Header parsing is pure: done before taking the lock.
         rest: float | None = None
         if status == 429:
-            rest = cooldown_after_429(headers, wall)
+            rest = cooldown_after_429(headers, wall, body=body)  # body: Google's RetryInfo
         elif status not in (401, 403):
             rest = quota_exhausted_for(headers, wall)
         with self._lock:
+            before = (health.cooling_until, health.dead)
             reasons = self._apply(health, status, rest, self._clock())
+            changed = before != (health.cooling_until, health.dead)
+            if changed and before[1] != health.dead:
+                health.changed = self._wallclock()
+        if changed:
+            self._publish(key.index)
         for reason in reasons:
             self.counters.key_transitions.inc(provider=self.provider, reason=reason)
         return reasons[-1] if reasons else None

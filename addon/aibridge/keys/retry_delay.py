@@ -5,12 +5,15 @@ or a plain dict); names are matched case-insensitively here so a plain dict work
 wall-clock epoch seconds, injected so tests need no real clock.
 
 Sources, in order of trust for a 429: `retry-after-ms`, `Retry-After` (seconds, decimal or
-HTTP-date), then the providers' own reset headers: Anthropic's `anthropic-ratelimit-*-reset`
-(RFC 3339 timestamps) and OpenAI's `x-ratelimit-reset-{requests,tokens}` (Go durations, `6m0s`).
+HTTP-date), Google's `RetryInfo` in the error body (`"retryDelay": "37s"`, a protobuf Duration;
+Gemini sends no header), then the providers' own reset headers: Anthropic's
+`anthropic-ratelimit-*-reset` (RFC 3339 timestamps) and OpenAI's
+`x-ratelimit-reset-{requests,tokens}` (Go durations, `6m0s`).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -105,11 +108,50 @@ def clamp(seconds: float, minimum: float = MIN_COOLDOWN, maximum: float = MAX_CO
     return min(max(seconds, minimum), maximum)
 
 
-def cooldown_after_429(headers: Mapping[str, str], now: float, *, default: float = DEFAULT_COOLDOWN,
-                       minimum: float = MIN_COOLDOWN, maximum: float = MAX_COOLDOWN) -> float:
-    """How long a key rests after a 429: the explicit retry hint, else the reset headers, else
-    `default`; always clamped to `minimum` … `maximum`."""
+RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
+# A protobuf Duration in JSON: seconds with up to nine decimals and an "s".
+_DURATION = re.compile(r"\s*(\d{1,12}(?:\.\d{1,9})?)s\s*")
+MAX_ERROR_BODY = 64 * 1024  # an error body longer than this is not read for a retry delay
+
+
+def parse_duration(text: object) -> float | None:
+    """Seconds in a protobuf Duration (`"37s"`, `"0.5s"`); None if it is not one."""
+    if not isinstance(text, str) or not (match := _DURATION.fullmatch(text)):
+        return None
+    return float(match[1])
+
+
+def retry_info_delay(body: bytes | None) -> float | None:
+    """The `retryDelay` of Google's `RetryInfo` error detail in an error body (the envelope
+    `{"error": {"details": [...]}}`, or that envelope as the one element of a JSON array, as a
+    Gemini stream answers); None when the body has none (or is no such JSON)."""
+    if not body or len(body) > MAX_ERROR_BODY:
+        return None
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if isinstance(doc, list) and len(doc) == 1:
+        doc = doc[0]
+    error = doc.get("error") if isinstance(doc, dict) else None
+    details = error.get("details") if isinstance(error, dict) else None
+    for detail in details if isinstance(details, list) else ():
+        if isinstance(detail, dict) and detail.get("@type") == RETRY_INFO:
+            delay = parse_duration(detail.get("retryDelay"))
+            if delay is not None and math.isfinite(delay):
+                return delay
+    return None
+
+
+def cooldown_after_429(headers: Mapping[str, str], now: float, *, body: bytes | None = None,
+                       default: float = DEFAULT_COOLDOWN, minimum: float = MIN_COOLDOWN,
+                       maximum: float = MAX_COOLDOWN) -> float:
+    """How long a key rests after a 429: the explicit retry hint (headers, then the body's
+    `RetryInfo`), else the reset headers, else `default`; always clamped to `minimum` …
+    `maximum`. `body` is the decoded error body, if read."""
     delay = parse_retry_after(headers, now=datetime.fromtimestamp(now, UTC))
+    if delay <= 0:
+        delay = retry_info_delay(body) or 0.0
     if delay <= 0:
         delay = reset_delay(headers, now) or default
     return clamp(delay, minimum, maximum)

@@ -4,12 +4,16 @@ metadata is saved with the flow."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from mitmproxy import http
 
 from aibridge.intercept import Actor, CredentialInfo, Interception, ResponseError
 from aibridge.observe.accesslog import access
 from aibridge.pricing import UNPRICED, Cost, format_usd, short_usd
 from aibridge.providers import Provider, RouteMatch
+from aibridge.secrets import findings
+from aibridge.secrets.findings import Finding
 from aibridge.summary import ResponseSummary
 from aibridge.textsafe import printable, storable, storable_tree
 
@@ -32,6 +36,14 @@ def sent(flow: http.HTTPFlow, credential: CredentialInfo,
     meta["credential"] = credential.to_dict()
     if interception is not None:
         meta["interception"] = storable_tree(interception.to_dict())
+
+
+def secrets(flow: http.HTTPFlow, findings: Sequence[Finding]) -> None:
+    """Secrets scanning found (kind, where, action, placeholder; never a value)."""
+    meta = flow.metadata.get(KEY)
+    if meta is None or not findings:
+        return
+    meta.setdefault("secrets", []).extend(storable_tree(f.to_dict()) for f in findings)
 
 
 def rejected(flow: http.HTTPFlow, error: ResponseError) -> None:
@@ -70,7 +82,8 @@ def ended(flow: http.HTTPFlow, interception: Interception, summary: ResponseSumm
     meta["cost"] = {"usd": None if cost.usd is None else str(cost.usd),
                     "source": storable(cost.source) if cost.source else None}
     actor = meta["actor"]["id"]
-    flow.comment = comment(actor, interception, summary, outcome_, reason, cost)
+    flow.comment = comment(actor, interception, summary, outcome_, reason, cost,
+                           findings.summary(meta.get("secrets", ())))
     flow.marked = {"completed": "", "warmup": "", "cancelled": ":grey_question:"}.get(
         outcome_, ":x:")
     status = flow.response.status_code if flow.response else "-"
@@ -92,7 +105,9 @@ def socket_interception(flow: http.HTTPFlow, interception: Interception,
     meta.setdefault("interceptions", []).append(entry)
     actor = meta["actor"]["id"]
     count = len(meta["interceptions"])
-    flow.comment = (f"{actor} · websocket · {count} response(s) · last: "
+    noted = findings.summary(meta.get("secrets", ()))
+    flow.comment = (f"{actor} · websocket · {count} response(s)"
+                    + (f" · {noted}" if noted else "") + " · last: "
                     + comment(None, interception, summary, outcome, reason, cost))
     log(actor, interception, "ws", summary, outcome, reason, cost)
 
@@ -103,12 +118,14 @@ OUTCOME_LABELS = {"completed": "ok"}
 
 
 def comment(actor: str | None, interception: Interception, summary: ResponseSummary | None,
-            outcome: str, reason: str | None, cost: Cost = UNPRICED) -> str:
+            outcome: str, reason: str | None, cost: Cost = UNPRICED, secrets: str = "") -> str:
+    """`secrets`: what scanning did ("2 secrets redacted"), right after the lead."""
     tokens = (f"{summary.input_tokens}→{summary.output_tokens} tok"
               if summary is not None else "no usage")
     lead = [actor] if actor is not None else []
     parts = [*lead, interception.model or "?", OUTCOME_LABELS.get(outcome, outcome), tokens,
-             short_usd(cost.usd), interception.provider, f"key {interception.credential.hint}"]
+             short_usd(cost.usd), *([secrets] if secrets else []), interception.provider,
+             f"key {interception.credential.hint}"]
     return printable(" · ".join(parts) + (f" · {reason}" if reason else ""), limit=500)
 
 
@@ -123,5 +140,6 @@ def log(actor: str, interception: Interception, status: object,
     access.info(printable(
         f"aibridge: {interception.id} actor={actor} provider={interception.provider} "
         f"model={interception.model} stream={interception.streaming} status={status} "
-        f"credential={cred.kind}:{cred.hint} {tokens} outcome={outcome}"
+        + (f"fallback={fb.provider}:{fb.model} " if (fb := interception.fallback) else "")
+        + f"credential={cred.kind}:{cred.hint} {tokens} outcome={outcome}"
         + (f" reason={reason!r}" if reason else ""), limit=2000 - len(priced)) + priced)

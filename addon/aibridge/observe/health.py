@@ -80,11 +80,22 @@ def problems(*, configured: bool, shim_problems: Iterable[str], recorder: Any) -
     return found
 
 
+def degraded(shared: Any) -> list[str]:
+    """What works, but less well: still ready (a balancer must not take every bridge out
+    because the shared store is away), said in `status` and `degraded`."""
+    if shared is not None and shared.degraded:
+        return ["shared state unreachable: this process decides on its local state"]
+    return []
+
+
 def public_document(*, problems: list[str], providers: Iterable[Any], breakers: Any,
-                    recorder: Any) -> dict[str, Any]:
+                    recorder: Any, shared: Any = None) -> dict[str, Any]:
     """Ready or not, why, and counts: what an unauthenticated probe may read."""
+    worse = degraded(shared)
     return {
         "ready": not problems,
+        "status": "unavailable" if problems else "degraded" if worse else "ok",
+        "degraded": worse,
         "problems": problems,
         "uptime_seconds": round(time.time() - STARTED, 1),
         "providers": {p.name: _key_counts(p) for p in providers},
@@ -93,6 +104,7 @@ def public_document(*, problems: list[str], providers: Iterable[Any], breakers: 
             "database_reachable": recorder.database_reachable,
             "spooled": recorder.spooled,
         },
+        "shared_state": None if shared is None else {"reachable": not shared.degraded},
         "details": DETAILS_HINT,
     }
 
@@ -103,11 +115,15 @@ def live_document() -> dict[str, Any]:
 
 def status_document(*, ready: bool, problems: list[str], listen: list[str],
                     providers: Iterable[Any], breakers: Any, recorder: Any,
-                    telemetry_exporter: str, ca: dict[str, Any] | None = None
-                    ) -> dict[str, Any]:
+                    telemetry_exporter: str, ca: dict[str, Any] | None = None,
+                    shared: Any = None) -> dict[str, Any]:
     """Everything, with masked key hints only: for callers with an actor's credentials."""
+    worse = degraded(shared)
     return {
         "ready": ready,
+        "status": "unavailable" if problems else "degraded" if worse else "ok",
+        "degraded": worse,
+        "shared_state": None if shared is None else shared.link.status(),
         "problems": problems,
         "uptime_seconds": round(time.time() - STARTED, 1),
         "listen": listen,

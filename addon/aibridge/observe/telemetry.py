@@ -59,13 +59,18 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
     SpanExporter,
 )
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, set_span_in_context
 
 from aibridge.counters import Histogram as RegistryHistogram
 from aibridge.counters import Labels, Registry
 from aibridge.pricing import TEAM_KEY
 from aibridge.providers.catalog import PROVIDER_APIS
-from aibridge.recording.records import InterceptionEnded, InterceptionStarted, TokenUsage
+from aibridge.recording.records import (
+    InterceptionEnded,
+    InterceptionStarted,
+    McpRound,
+    TokenUsage,
+)
 
 log = logging.getLogger(__name__)
 
@@ -91,12 +96,16 @@ SERVER_PORT = "server.port"
 ERROR_TYPE = "error.type"
 HTTP_RESPONSE_STATUS_CODE = "http.response.status_code"
 USER_AGENT_ORIGINAL = "user_agent.original"
+GEN_AI_TOOL_NAME = "gen_ai.tool.name"
+GEN_AI_TOOL_CALL_ID = "gen_ai.tool.call.id"
+GEN_AI_TOOL_TYPE = "gen_ai.tool.type"
 
 GEN_AI_CLIENT_TOKEN_USAGE = "gen_ai.client.token.usage"
 GEN_AI_CLIENT_OPERATION_DURATION = "gen_ai.client.operation.duration"
 GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK = "gen_ai.client.operation.time_to_first_chunk"
 
 OPERATION_CHAT = "chat"
+OPERATION_EXECUTE_TOOL = "execute_tool"
 TOKEN_TYPE_INPUT = "input"
 TOKEN_TYPE_OUTPUT = "output"
 ERROR_TYPE_OTHER = "_OTHER"
@@ -105,6 +114,8 @@ ERROR_TYPE_OTHER = "_OTHER"
 AIBRIDGE_INTERCEPTION_ID = "aibridge.interception_id"
 AIBRIDGE_ACTOR_ID = "aibridge.actor.id"
 AIBRIDGE_PROVIDER = "aibridge.provider"
+AIBRIDGE_FALLBACK_PROVIDER = "aibridge.fallback.provider"
+AIBRIDGE_FALLBACK_MODEL = "aibridge.fallback.model"
 AIBRIDGE_ROUTE = "aibridge.route"
 AIBRIDGE_CREDENTIAL_KIND = "aibridge.credential.kind"
 AIBRIDGE_CREDENTIAL_HINT = "aibridge.credential.hint"
@@ -118,6 +129,9 @@ AIBRIDGE_COST_USD = "aibridge.cost.usd"
 AIBRIDGE_COST_SOURCE = "aibridge.cost.source"
 AIBRIDGE_COST = "aibridge.cost"
 AIBRIDGE_COST_UNPRICED = "aibridge.cost.unpriced"
+AIBRIDGE_MCP_SERVER = "aibridge.mcp.server"
+AIBRIDGE_MCP_ROUND = "aibridge.mcp.round"
+AIBRIDGE_MCP_RESULT_BYTES = "aibridge.mcp.result_bytes"
 
 EVENT_FAILOVER = "aibridge.failover"
 EVENT_FIRST_TOKEN = "aibridge.first_token"
@@ -347,6 +361,27 @@ class Telemetry:
         live.span.add_event(name, dict(attributes))
 
     @_guarded
+    def tool_call(self, rec: McpRound) -> None:
+        """A child span of the interception's for one call of a bridge (MCP) tool, `execute_tool
+        {tool}`, ending when the call did (`rec.created_at`)."""
+        live = self._live.get(rec.interception_id)
+        if live is None:
+            return
+        attrs: dict[str, Any] = {
+            GEN_AI_OPERATION_NAME: OPERATION_EXECUTE_TOOL, GEN_AI_TOOL_NAME: rec.tool,
+            GEN_AI_TOOL_CALL_ID: rec.tool_call_id, GEN_AI_TOOL_TYPE: "extension",
+            AIBRIDGE_INTERCEPTION_ID: rec.interception_id, AIBRIDGE_MCP_SERVER: rec.server,
+            AIBRIDGE_MCP_ROUND: rec.round, AIBRIDGE_MCP_RESULT_BYTES: rec.result_bytes}
+        span = self._tracer.start_span(
+            f"{OPERATION_EXECUTE_TOOL} {rec.tool}", context=set_span_in_context(live.span),
+            kind=SpanKind.INTERNAL, attributes=attrs,
+            start_time=_ns(rec.created_at - rec.duration))
+        if rec.error is not None:
+            span.set_attribute(ERROR_TYPE, "tool_error")
+            span.set_status(Status(StatusCode.ERROR, rec.error[:200]))
+        span.end(end_time=_ns(rec.created_at))
+
+    @_guarded
     def first_token(self, interception_id: str, at: float) -> None:
         live = self._live.get(interception_id)
         if live is None or live.ttfc is not None:
@@ -397,6 +432,13 @@ class Telemetry:
         if rec.key_attempts:
             span.set_attribute(AIBRIDGE_KEY_ATTEMPTS, rec.key_attempts)
         span.set_attribute(AIBRIDGE_OUTCOME, rec.outcome)
+        if rec.fallback_provider:
+            # Served by another provider ([[fallbacks]]): its name and model, and the cost
+            # counted under it.
+            span.set_attribute(AIBRIDGE_FALLBACK_PROVIDER, rec.fallback_provider)
+            span.set_attribute(AIBRIDGE_FALLBACK_MODEL, rec.fallback_model or "")
+            live.cost_attrs = {**live.cost_attrs, AIBRIDGE_PROVIDER: rec.fallback_provider,
+                               GEN_AI_REQUEST_MODEL: rec.fallback_model or ""}
         if rec.cost_usd is not None:
             span.set_attribute(AIBRIDGE_COST_USD, str(rec.cost_usd))
             if rec.price_source:

@@ -463,7 +463,9 @@ class Doctor:
     # helpers
 
     def provider_hosts(self) -> list[str]:
-        return self.hosts or default_hosts()
+        # A wildcard (`*.openai.azure.com`) names no host to connect to; pass one with --host.
+        hosts = self.hosts or default_hosts()
+        return [h for h in hosts if "*" not in h] or hosts
 
     def _presented(self, host: str) -> Handshake:
         name = "bridge CA"

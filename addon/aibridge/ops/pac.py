@@ -4,7 +4,8 @@ Browsers and OS proxy settings evaluate `FindProxyForURL(url, host)` for every r
 exact provider host names are sent to the bridge: suffix or substring matches
 (`dnsDomainIs`, `shExpMatch("*api.openai.com")`) would also route look-alikes such as
 `evilapi.openai.com` or `api.openai.com.evil.net`, which the bridge would tunnel anyway, but
-which have no business at the proxy.
+which have no business at the proxy. A wildcard host (`*.openai.azure.com`) matches as the
+bridge matches it: `*` is exactly one whole label (shExpMatch's `*` would cross dots).
 """
 
 from __future__ import annotations
@@ -33,9 +34,20 @@ function FindProxyForURL(url, host) {{
   if (colon >= 0 && colon === h.lastIndexOf(":")) h = h.substring(0, colon);
   if (h.charAt(h.length - 1) === ".") h = h.substring(0, h.length - 1);
   for (var i = 0; i < AIBRIDGE_HOSTS.length; i++) {{
-    if (h === AIBRIDGE_HOSTS[i]) return AIBRIDGE_PROXY;
+    if (aibridgeMatches(h, AIBRIDGE_HOSTS[i])) return AIBRIDGE_PROXY;
   }}
   return "DIRECT";
+}}
+
+// A host name, or a pattern whose "*" labels stand for exactly one non-empty label each.
+function aibridgeMatches(h, pattern) {{
+  if (pattern.indexOf("*") < 0) return h === pattern;
+  var labels = h.split("."), want = pattern.split(".");
+  if (labels.length !== want.length) return false;
+  for (var i = 0; i < want.length; i++) {{
+    if (want[i] === "*" ? labels[i] === "" : labels[i] !== want[i]) return false;
+  }}
+  return true;
 }}
 """
 

@@ -56,6 +56,9 @@ _NEVER_REPORTED = frozenset({
     "storage_searches_kcount", "input_image_mtok", "cache_image_read_mtok",
     "output_image_mtok", "audio_hours", "input_audio_hours", "input_mchars",
     "cache_audio_read_mtok"})
+# Provider types that genai-prices knows under another id (hosts such as
+# `bedrock-runtime.*.amazonaws.com` match no host pattern of its table).
+_GENAI_IDS = {"bedrock": "aws"}
 # Keys for usage only some responses report (extra counters): such a response is priced by
 # genai-prices itself.
 _EXTRA_PRICED = {"input_audio_mtok": "prompt_audio", "output_audio_mtok": "completion_audio"}
@@ -179,7 +182,10 @@ class PriceBook:
 
             self._snapshot = get_snapshot().providers
             for p in providers:
-                self._providers[p.name] = self._genai_provider(p.type, p.hosts)
+                # A provider API may name its genai-prices entry (`prices_id`: "google" for
+                # Gemini) for hosts the table does not know.
+                self._providers[p.name] = self._genai_provider(
+                    getattr(p, "prices_id", None) or p.type, p.hosts)
         self._operator_cache: dict[str, Rates | None] = {}
         self._table_cache: dict[tuple[str, str, str], _TableEntry | None] = {}
 
@@ -261,11 +267,14 @@ class PriceBook:
 
     def _genai_provider(self, provider_type: str, hosts: Sequence[str]) -> gp.Provider | None:
         for host in hosts:
-            url = f"https://{host}"
+            # A wildcard host (`*.openai.azure.com`) is matched with a sample label in its place.
+            url = "https://" + ".".join("x" if label == "*" else label
+                                        for label in host.split("."))
             for candidate in self._snapshot:
                 if re.match(candidate.api_pattern, url):
                     return candidate
-        return next((p for p in self._snapshot if p.id == provider_type), None)
+        genai_id = _GENAI_IDS.get(provider_type, provider_type)
+        return next((p for p in self._snapshot if p.id == genai_id), None)
 
 
 def _is_glob(text: str) -> bool:

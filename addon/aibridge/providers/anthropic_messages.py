@@ -3,6 +3,8 @@ Token conventions: see `aibridge.summary`."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from mitmproxy.http import Headers
 
 from aibridge.errors.shapes import ANTHROPIC_ERRORS
@@ -24,8 +26,11 @@ from aibridge.providers.jsonfields import (
     _set_error,
     _text,
 )
+from aibridge.providers.messages_tools import MESSAGES_TOOLS
 from aibridge.providers.sse_shortcut import Shortcut
 from aibridge.providers.stream import StreamAccumulator
+from aibridge.providers.texts import TextSlot, strings, text_parts
+from aibridge.providers.tooluse import ToolWire
 from aibridge.sse import SSEEvent
 from aibridge.summary import ResponseSummary, ToolCall
 
@@ -195,6 +200,52 @@ class Messages(WireApi):
     def recognises(self, name: str | None, obj: object, data: str) -> int:
         kind = obj.get("type") if isinstance(obj, dict) else None
         return 2 if name in _EVENT_TYPES or kind in _EVENT_TYPES else 0
+
+    def texts(self, body: dict) -> Iterator[TextSlot]:
+        if "system" in body:
+            yield from text_parts(body, "system", "system prompt")
+        messages = body.get("messages")
+        for index, message in enumerate(messages if isinstance(messages, list) else ()):
+            if not isinstance(message, dict) or "content" not in message:
+                continue
+            content = message["content"]
+            if isinstance(content, str):
+                yield TextSlot(message, "content", "message {index}", index)
+            elif isinstance(content, list):
+                for block in content:
+                    if isinstance(block, dict):
+                        yield from _block_texts(block, index)
+
+    def tool_wire(self) -> ToolWire:
+        return MESSAGES_TOOLS
+
+
+def _block_texts(block: dict, index: int) -> Iterator[TextSlot]:
+    kind = block.get("type")
+    if kind == "text" and isinstance(block.get("text"), str):  # the common case first
+        yield TextSlot(block, "text", "message {index}", index)
+    elif kind == "tool_result":
+        ident = _s(block.get("tool_use_id")) or ""
+        if "content" in block:
+            yield from text_parts(block, "content", "tool result of call {id} in message {index}",
+                                  index, ident)
+    elif kind in ("tool_use", "server_tool_use"):
+        yield from strings(block.get("input"), "tool call {id} in message {index}", index,
+                           _s(block.get("id")) or "")
+    elif kind == "thinking":
+        if isinstance(block.get("thinking"), str):
+            yield TextSlot(block, "thinking", "thinking in message {index}", index, signed=True)
+    elif kind in ("redacted_thinking", "image"):
+        return  # encrypted by the provider / no text
+    elif kind == "document":
+        source = block.get("source")
+        if isinstance(source, dict) and source.get("type") == "text" \
+                and isinstance(source.get("data"), str):
+            yield TextSlot(source, "data", "document in message {index}", index)
+        elif isinstance(source, dict) and source.get("type") == "content":
+            yield from strings(source.get("content"), "document in message {index}", index)
+    else:  # a block type this module does not know (yet): every string in it
+        yield from strings(block, "message {index}", index)
 
 
 MESSAGES = Messages()

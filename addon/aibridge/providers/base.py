@@ -16,20 +16,32 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
+from urllib.parse import parse_qsl
 
 from mitmproxy.http import Headers
 
 from aibridge.errors.envelope import ErrorShape
 from aibridge.providers.jsonfields import UNKNOWN_MODEL, _s, capped_model
 from aibridge.providers.stream import StreamAccumulator
-from aibridge.sse import SSEEvent
+from aibridge.providers.texts import TextSlot, strings
+from aibridge.providers.tooluse import ToolWire
+from aibridge.sse import RawEvent, SSEEvent, SSEParser
 from aibridge.summary import ResponseSummary
 
 NO_PARAMS: Mapping[str, str] = MappingProxyType({})
+
+
+class StreamParser(Protocol):
+    """A stream's framing, read incrementally: `sse.SSEParser`, `eventstream.EventStreamParser`."""
+
+    overflowed: bool
+
+    def feed_raw(self, data: bytes) -> list[RawEvent]: ...
+    def flush_raw(self) -> list[RawEvent]: ...
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,10 @@ class WireApi(ABC):
     title: ClassVar[str]  # for people: "OpenAI Chat Completions"
     path: ClassVar[str]  # the POST path it bridges, below the base path (see `match`)
     websocket: ClassVar[bool] = False  # also spoken over a WebSocket, one event per frame
+    # A request body without a Content-Type is JSON (Bedrock's InvokeModel default).
+    untyped_json: ClassVar[bool] = False
+    # The media type of its streamed answers; `stream_parser` reads their framing.
+    stream_content_type: ClassVar[str] = "text/event-stream"
 
     def match(self, method: str, path: str) -> Mapping[str, str] | None:
         """Parameters taken from the path (e.g. a model) when this API bridges `method` `path`,
@@ -67,6 +83,15 @@ class WireApi(ABC):
             return RequestInfo(UNKNOWN_MODEL, False, None)
         return RequestInfo(_s(body.get("model")) or UNKNOWN_MODEL, body.get("stream") is True,
                            self.correlating_tool_call_id(body))
+
+    def streams(self, content_type: str) -> bool:
+        """Whether an answer of this media type is this API's stream (tapped as it passes)."""
+        return content_type.lower().startswith(self.stream_content_type)
+
+    def stream_parser(self) -> StreamParser:
+        """A new parser for one streamed answer's framing: SSE unless the API says otherwise
+        (Bedrock's AWS event-stream)."""
+        return SSEParser()
 
     @abstractmethod
     def correlating_tool_call_id(self, body: dict) -> str | None:
@@ -98,15 +123,32 @@ class WireApi(ABC):
         data = json.dumps(body, separators=(",", ":"))
         return f"event: error\ndata: {data}\n\n".encode()
 
+    def texts(self, body: dict) -> Iterator[TextSlot]:
+        """Every text the request carries to the provider, each replaceable in place (secret
+        scanning reads and redacts them; see providers.texts). The default is every string in
+        the body; an API module names its fields (system prompt, messages, tool results,
+        tool-call arguments) so that findings say where they are."""
+        return strings(body, "request field")
+
+    def tool_wire(self) -> ToolWire | None:
+        """How this API offers the bridge's own tools (MCP) and hides their calls
+        (providers/tooluse.py); None: the bridge offers none on it."""
+        return None
+
 
 @dataclass(frozen=True)
 class CredentialSlot:
     """Where a provider credential travels: a header, as `Bearer <key>` or the bare key. The
-    bridge sets it and scrubs it from flows and logs. (A query-parameter slot, for APIs such as
-    Gemini's `?key=`, joins here with the first API that needs it.)"""
+    bridge sets it and scrubs it from flows and logs.
+
+    `query` names a URL query parameter clients may send the credential in instead (Gemini's
+    `?key=`). It is read there (`ProviderApi.query_credential`) but never forwarded: the
+    credential goes upstream in the header, and the parameter is removed from the request
+    target, so a key in a URL reaches no provider log, flow, view or record."""
 
     name: str
     bearer: bool = False
+    query: str | None = None
 
     def value(self, secret: str) -> str:
         return f"Bearer {secret}" if self.bearer else secret
@@ -126,10 +168,40 @@ class ProviderApi(ABC):
     input_includes_cache: ClassVar[bool] = True
     # A header the provider takes from configuration only (billing isolation), never the client.
     workspace_header: ClassVar[str | None] = None
+    # Path parameters may hold an escaped slash (`%2F`), kept as it is (providers.paths).
+    slash_escapes: ClassVar[bool] = False
+    # The AWS service name when central AWS credentials sign requests (SigV4, Bedrock's
+    # "bedrock"); None for APIs that take keys only.
+    signs: ClassVar[str | None] = None
+    # Only the callers' own credentials (GitHub Copilot tokens): no central keys.
+    byok_only: ClassVar[bool] = False
+    # The genai-prices provider to price with when no host of the provider names one.
+    prices_id: ClassVar[str | None] = None
 
     @abstractmethod
     def client_credential(self, headers: Headers) -> tuple[CredentialSlot, str] | None:
         """The caller's own credential (where it was, the secret), if it sent one."""
+
+    def key_status(self, status: int, body: bytes | None) -> int:
+        """The upstream status as the key pool reads it (401/403: the key was refused, 429: it
+        is rate-limited). `body` is the decoded error body of a 400 or 429, else None. Most
+        APIs say it with the status; one that refuses a key otherwise maps it here."""
+        return status
+
+    def query_credential(self, query: str) -> tuple[CredentialSlot, str] | None:
+        """The caller's own credential in the URL query (`credential.query`), if it sent one
+        there; consulted when the headers carry none. `query` is the raw query string."""
+        name = self.credential.query
+        if not name or not query:
+            return None
+        for key, value in parse_qsl(query, keep_blank_values=False):
+            if key == name and value.strip():
+                return self.credential, value.strip()
+        return None
+
+    def region_of(self, host: str | None) -> str | None:
+        """The region a host of this API names, for APIs whose requests are signed (SigV4)."""
+        return None
 
     def bridged(self, method: str, path: str) -> tuple[WireApi, Mapping[str, str]] | None:
         """The wire format that bridges `method` `path` (below base_path, no query)."""

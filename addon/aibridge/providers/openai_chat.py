@@ -4,9 +4,11 @@ OpenAI-compatible providers speak it. Token conventions: see `aibridge.summary`.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from aibridge.providers.base import WireApi
+from aibridge.providers.chat_tools import CHAT_TOOLS
 from aibridge.providers.jsonfields import (
     _content_text,
     _d,
@@ -24,6 +26,8 @@ from aibridge.providers.jsonfields import (
 )
 from aibridge.providers.sse_shortcut import Shortcut
 from aibridge.providers.stream import StreamAccumulator
+from aibridge.providers.texts import TextSlot, text_parts
+from aibridge.providers.tooluse import ToolWire
 from aibridge.sse import SSEEvent
 from aibridge.summary import ResponseSummary, ToolCall
 
@@ -216,6 +220,37 @@ class ChatCompletions(WireApi):
         # Chat streams carry errors as a plain data line and still end with [DONE].
         data = json.dumps(body, separators=(",", ":"))
         return f"data: {data}\n\ndata: [DONE]\n\n".encode()
+
+    def texts(self, body: dict) -> Iterator[TextSlot]:
+        messages = body.get("messages")
+        for index, message in enumerate(messages if isinstance(messages, list) else ()):
+            if not isinstance(message, dict):
+                continue
+            role = message.get("role")
+            if "content" in message:
+                if role == "tool":
+                    yield from text_parts(message, "content",
+                                          "tool result of call {id} in message {index}", index,
+                                          _s(message.get("tool_call_id")) or "")
+                else:
+                    yield from text_parts(message, "content", _TEMPLATES.get(
+                        role, "message {index}"), index)
+            calls = message.get("tool_calls")
+            for call in calls if isinstance(calls, list) else ():
+                if not isinstance(call, dict):
+                    continue
+                ident = _s(call.get("id")) or ""
+                for name, field in (("function", "arguments"), ("custom", "input")):
+                    holder = call.get(name)
+                    if isinstance(holder, dict) and isinstance(holder.get(field), str):
+                        yield TextSlot(holder, field, "tool call {id} in message {index}",
+                                       index, ident)
+
+    def tool_wire(self) -> ToolWire:
+        return CHAT_TOOLS
+
+
+_TEMPLATES = {"system": "system message {index}", "developer": "system message {index}"}
 
 
 CHAT_COMPLETIONS = ChatCompletions()

@@ -9,11 +9,12 @@ streaming (its answer is one JSON body, read whole for its usage).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from aibridge.providers.base import NO_PARAMS, RequestInfo, WireApi
 from aibridge.providers.jsonfields import UNKNOWN_MODEL, _d, _n, _put_extra, _s, _set_error
 from aibridge.providers.stream import StreamAccumulator
+from aibridge.providers.texts import TextSlot
 from aibridge.sse import SSEEvent
 from aibridge.summary import ResponseSummary
 
@@ -70,6 +71,15 @@ class Embeddings(WireApi):
 
     def recognises(self, name: str | None, obj: object, data: str) -> int:
         return 0
+
+    def texts(self, body: dict) -> Iterator[TextSlot]:
+        inputs = body.get("input")
+        if isinstance(inputs, str):
+            yield TextSlot(body, "input", "input")
+        elif isinstance(inputs, list):  # token arrays are numbers: nothing to read
+            for index, item in enumerate(inputs):
+                if isinstance(item, str):
+                    yield TextSlot(inputs, index, "input {index}", index)
 
 
 EMBEDDINGS = Embeddings()

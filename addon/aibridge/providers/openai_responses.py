@@ -4,6 +4,8 @@ Token conventions: see `aibridge.summary`."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from aibridge.providers.base import WireApi
 from aibridge.providers.jsonfields import (
     _content_text,
@@ -20,7 +22,10 @@ from aibridge.providers.jsonfields import (
     _set_error,
     _text,
 )
+from aibridge.providers.responses_tools import RESPONSES_TOOLS
 from aibridge.providers.stream import StreamAccumulator
+from aibridge.providers.texts import TextSlot, strings, text_parts
+from aibridge.providers.tooluse import ToolWire
 from aibridge.sse import SSEEvent
 from aibridge.summary import ResponseSummary, ToolCall
 
@@ -189,6 +194,44 @@ class Responses(WireApi):
                 isinstance(kind, str) and kind.startswith("response.")):
             return 2
         return 0
+
+    def texts(self, body: dict) -> Iterator[TextSlot]:
+        if isinstance(body.get("instructions"), str):
+            yield TextSlot(body, "instructions", "instructions")
+        items = body.get("input")
+        if isinstance(items, str):
+            yield TextSlot(body, "input", "input")
+            return
+        for index, item in enumerate(items if isinstance(items, list) else ()):
+            if isinstance(item, dict):
+                yield from _item_texts(item, index)
+
+    def tool_wire(self) -> ToolWire:
+        return RESPONSES_TOOLS
+
+
+def _item_texts(item: dict, index: int) -> Iterator[TextSlot]:
+    kind = item.get("type")
+    if kind in _TOOL_ITEMS:  # function_call: arguments, custom_tool_call: input
+        field = _TOOL_ITEMS[kind]
+        if isinstance(item.get(field), str):
+            yield TextSlot(item, field, "tool call {id} in input item {index}", index,
+                           _s(item.get("call_id")) or "")
+    elif kind in ("function_call_output", "custom_tool_call_output"):
+        if "output" in item:
+            yield from text_parts(item, "output", "tool result of call {id} in input item {index}",
+                                  index, _s(item.get("call_id")) or "")
+    elif kind == "reasoning":
+        # The summary goes back with the provider's encrypted reasoning: read, never changed.
+        for slot in strings(item.get("summary"), "reasoning in input item {index}", index):
+            yield slot._replace(signed=True)
+    elif kind == "message" or (kind is None and "role" in item):
+        if "content" in item:
+            yield from text_parts(item, "content", "input item {index}", index)
+    elif kind == "item_reference":
+        return
+    else:  # shell calls and outputs, and item types this module does not know (yet)
+        yield from strings(item, "input item {index}", index, _s(item.get("call_id")) or "")
 
 
 RESPONSES = Responses()

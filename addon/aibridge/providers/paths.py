@@ -36,9 +36,13 @@ class PathError(ValueError):
     """The path cannot be normalised safely; the message says why (safe to show the client)."""
 
 
-def normalize(target: str, base_path: str = "") -> str:
+def normalize(target: str, base_path: str = "", *, slash_escapes: bool = False) -> str:
     """`target` (path and query, as in the request line) in normal form. `..` may not climb out
-    of `base_path` when the path starts under it, nor above the root. Raises PathError."""
+    of `base_path` when the path starts under it, nor above the root. Raises PathError.
+
+    `slash_escapes`: `%2F` stays an escape inside its segment instead of becoming `/`, for APIs
+    whose path parameters may hold a slash (Bedrock's model ARNs); the API then reads it as
+    part of the segment, as the bridge does."""
     path, sep, query = target.partition("?")
     if not path.startswith("/"):
         raise PathError("the path must start with '/'")
@@ -54,7 +58,9 @@ def normalize(target: str, base_path: str = "") -> str:
         if hex_.upper() in _REFUSED_ESCAPES:
             raise PathError(f"escaped %{hex_.upper()} (a control character or a backslash) "
                             "is not allowed in a path")
-    segments = [_segment(raw) for raw in _ENCODED_SLASH.sub("/", path).split("/")[1:]]
+    if not slash_escapes:
+        path = _ENCODED_SLASH.sub("/", path)
+    segments = [_segment(raw) for raw in path.split("/")[1:]]
     segments = [s for s in segments if s not in ("", ".")]
     base = [s for s in base_path.split("/") if s]
     floor = len(base) if segments[:len(base)] == base else 0

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from urllib.parse import urlsplit
 
 from aibridge.config import (
@@ -16,8 +18,10 @@ from aibridge.config import (
     ResilienceConfig,
 )
 from aibridge.counters import Registry
+from aibridge.keys.aws import AwsCredentials, AwsCredentialsError
+from aibridge.keys.aws import from_chain as aws_credentials
 from aibridge.keys.pool import KeyPool
-from aibridge.providers.base import NO_PARAMS, ProviderApi, WireApi
+from aibridge.providers.base import NO_PARAMS, ProviderApi, RequestInfo, WireApi
 from aibridge.providers.catalog import PROVIDER_APIS
 from aibridge.providers.paths import PathError, normal_prefix, normalize, under
 
@@ -86,16 +90,47 @@ class Provider:
     workspace_id: str | None
     strip_client_identity: bool = False
     deny: tuple[str, ...] = ()  # prefixes refused on this provider (403), whoever asks
+    # Central AWS credentials that sign requests (Bedrock, `api.signs`), when there are no
+    # central keys; `region` signs requests whose upstream host names none.
+    signer: AwsCredentials | None = field(default=None, compare=False)
+    region: str | None = None
+    # No `upstream` configured: each request goes to the host it was decrypted for.
+    follows_host: bool = False
+    # A name clients use where the model goes (an Azure deployment) -> the model it serves.
+    deployments: Mapping[str, str] = NO_PARAMS
 
     @property
     def type(self) -> str:
         return self.api.type
 
+    @property
+    def prices_id(self) -> str | None:
+        """The genai-prices provider to price with when no host names one (pricing)."""
+        return self.api.prices_id
+
+    def upstream_for(self, host: str | None) -> Upstream:
+        """Where a request decrypted for `host` (its TLS SNI) goes: the configured upstream,
+        or else that host itself on the HTTPS port (a regional or wildcard host keeps its own).
+        The host must be one of this provider's (the registry found the provider by it)."""
+        if not self.follows_host or not host:
+            return self.upstream
+        host = host.lower().rstrip(".")
+        if host == self.upstream.host:
+            return self.upstream
+        return Upstream("https", host, 443, "")
+
+    def request_info(self, api: WireApi, body: object,
+                     params: Mapping[str, str] = NO_PARAMS) -> RequestInfo:
+        """`api.request_info`, with a deployment name read as the model it serves."""
+        info = api.request_info(body, params)
+        model = self.deployments.get(info.model) if self.deployments else None
+        return dataclasses.replace(info, model=model) if model else info
+
     def match(self, method: str, target: str) -> RouteMatch:
         """Classify a request target (path and query; the query is ignored) on this provider's
         host, on its normal form (providers.paths), which `RouteMatch.target` carries."""
         try:
-            normal = normalize(target, self.base_path)
+            normal = normalize(target, self.base_path, slash_escapes=self.api.slash_escapes)
         except PathError as e:
             return RouteMatch(INVALID, reason=str(e))
         bare = normal.split("?", 1)[0]
@@ -123,21 +158,63 @@ class Provider:
 
 @dataclass(frozen=True)
 class ProviderRegistry:
+    """Providers by host. `by_host` keys are names or wildcard patterns (`*` = one label)."""
+
     providers: tuple[Provider, ...]
     by_host: dict[str, Provider]
+    # Label count -> (pattern labels, provider), most specific first; from `by_host`.
+    _wildcards: dict[int, list[tuple[tuple[str, ...], Provider]]] = field(
+        init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        table: dict[int, list[tuple[tuple[str, ...], Provider]]] = {}
+        for pattern, provider in self.by_host.items():
+            if "*" in pattern:
+                labels = tuple(pattern.split("."))
+                table.setdefault(len(labels), []).append((labels, provider))
+        for entries in table.values():
+            entries.sort(key=lambda entry: entry[0].count("*"))
+        object.__setattr__(self, "_wildcards", table)
 
     def for_host(self, host: str | None) -> Provider | None:
+        """The provider that decrypts `host`: by its exact name, else the most specific
+        wildcard pattern it matches."""
         if not host:
             return None
-        return self.by_host.get(host.lower().rstrip("."))
+        host = host.lower().rstrip(".")
+        provider = self.by_host.get(host)
+        if provider is not None or not self._wildcards:
+            return provider
+        labels = host.split(".")
+        for pattern, candidate in self._wildcards.get(len(labels), ()):
+            if _matches(pattern, labels):
+                return candidate
+        return None
+
+
+def _matches(pattern: tuple[str, ...], labels: list[str]) -> bool:
+    return all(p == label or (p == "*" and label) for p, label in zip(pattern, labels,
+                                                                       strict=True))
+
+
+def _overlap(a: str, b: str) -> bool:
+    """Whether two host patterns can match one host name."""
+    la, lb = a.split("."), b.split(".")
+    return len(la) == len(lb) and all(x == y or "*" in (x, y) for x, y in zip(la, lb,
+                                                                               strict=True))
 
 
 def provider_configs(config: BridgeConfig) -> dict[str, ProviderConfig]:
-    """The built-in providers overlaid with the file's tables, enabled or not."""
+    """The built-in providers overlaid with the file's tables, enabled or not. A `type` the
+    catalog does not know is a ConfigError."""
     merged = dict(BUILTIN_PROVIDERS)
     for name, pc in config.providers.items():
         base = BUILTIN_PROVIDERS.get(name)
         merged[name] = base.model_copy(update=pc.model_dump(exclude_unset=True)) if base else pc
+    for name, pc in merged.items():
+        if (pc.type or name) not in PROVIDER_APIS:
+            raise ConfigError(f"provider {name!r}: unknown type {pc.type or name!r} (known: "
+                              f"{', '.join(sorted(PROVIDER_APIS))})")
     return merged
 
 
@@ -162,6 +239,12 @@ def build_registry(config: BridgeConfig, base_dir: Path,
             if host in by_host:
                 raise ConfigError(f"host {host!r} is claimed by providers "
                                   f"{by_host[host].name!r} and {name!r}")
+            # Two providers' wildcards must not share a host (which would win is arbitrary);
+            # an exact name inside another provider's wildcard is an override, and wins.
+            if "*" in host and (other := next((o for o, p in by_host.items() if "*" in o
+                                               and p.name != name and _overlap(o, host)), None)):
+                raise ConfigError(f"hosts {other!r} (provider {by_host[other].name!r}) and "
+                                  f"{host!r} (provider {name!r}) can match the same host")
             by_host[host] = provider
         providers.append(provider)
     return ProviderRegistry(tuple(providers), by_host)
@@ -183,21 +266,41 @@ def _build_provider(name: str, pc: ProviderConfig, base_dir: Path, env: Mapping[
     untouched = _prefixes(name, "untouched", pc.untouched or ())
     deny = _prefixes(name, "deny", pc.deny or ())
     keys = _load_keys(name, pc, base_dir, env)
+    if api.byok_only and (keys or pc.credentials not in (None, "byok")):
+        raise ConfigError(f"provider {name!r} ({api.type}) takes only its users' own "
+                          "credentials: no keys, and credentials = \"byok\"")
     try:
         pool = KeyPool(name, keys, strategy=resilience.key_strategy,
                        dead_retry_after=resilience.dead_key_retry,
                        counters=counters) if keys else None
     except ValueError as e:  # duplicate keys
         raise ConfigError(str(e)) from None
-    credentials = pc.credentials or ("centralized" if pool else "byok")
-    if credentials == "centralized" and pool is None:
+    signer = _aws_signer(name, pc, api, env) if pool is None else None
+    credentials = pc.credentials or ("centralized" if pool or signer else "byok")
+    if credentials == "centralized" and pool is None and signer is None:
+        aws = " or AWS credentials (environment, aws_profile)" if api.signs else ""
         raise ConfigError(f"provider {name!r}: credentials = \"centralized\" but no keys; set "
-                          f"{_keys_env(name, pc)} (comma-separated) or keys_file")
+                          f"{_keys_env(name, pc)} (comma-separated) or keys_file{aws}")
     return Provider(name=name, api=api, hosts=hosts, upstream=upstream, base_path=base_path,
                     passthrough=passthrough, untouched=untouched, credentials=credentials,
                     pool=pool,
                     send_actor_headers=pc.send_actor_headers, workspace_id=pc.workspace_id,
-                    strip_client_identity=pc.strip_client_identity, deny=deny)
+                    strip_client_identity=pc.strip_client_identity, deny=deny,
+                    signer=signer, region=pc.region, follows_host=pc.upstream is None,
+                    deployments=MappingProxyType(dict(pc.deployments or {})))
+
+
+def _aws_signer(name: str, pc: ProviderConfig, api: ProviderApi,
+                env: Mapping[str, str]) -> AwsCredentials | None:
+    """The AWS credentials that sign a provider's requests: for APIs that take them, unless
+    the provider only forwards its callers' own credentials."""
+    if api.signs is None or pc.credentials == "byok":
+        return None
+    try:
+        return aws_credentials(profile=pc.aws_profile, role_arn=pc.role_arn, region=pc.region,
+                               environ=env)
+    except AwsCredentialsError as e:
+        raise ConfigError(f"provider {name!r}: {e}") from None
 
 
 def _prefixes(name: str, what: str, prefixes: Iterable[str]) -> tuple[str, ...]:

@@ -19,9 +19,11 @@ from typing import Any
 from aibridge.recording.records import (
     InterceptionEnded,
     InterceptionStarted,
+    McpRound,
     Passthrough,
     PromptUsage,
     Record,
+    SecretFinding,
     TokenUsage,
     ToolUsage,
 )
@@ -33,6 +35,8 @@ KINDS: dict[str, type[Record]] = {
     "prompt": PromptUsage,
     "tool": ToolUsage,
     "passthrough": Passthrough,
+    "finding": SecretFinding,
+    "mcp": McpRound,
 }
 _KIND_OF: dict[type, str] = {cls: kind for kind, cls in KINDS.items()}
 # Fields holding money: Decimal in records, exact text in the spool.

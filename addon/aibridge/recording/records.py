@@ -50,6 +50,9 @@ class InterceptionEnded:
     # Exact USD (never a float); None: the model has no price (unpriced, not free).
     cost_usd: Decimal | None = None
     price_source: str | None = None  # "genai-prices:<provider>/<model>" or "operator:<glob>"
+    # The provider and model that served it in place of the ones asked ([[fallbacks]]).
+    fallback_provider: str | None = None
+    fallback_model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -111,8 +114,45 @@ class Passthrough:
     key_attempts: int  # central keys tried (0 for BYOK or a refusal)
 
 
+@dataclass(frozen=True)
+class SecretFinding:
+    """A secret found in what an interception sent (or in the model's answer): the rule,
+    where, the action taken and a keyed hash of the secret to count repeats (the same key
+    gives the same hash: per process, or across restarts with `[secrets] salt_env`). Never the
+    secret."""
+
+    interception_id: str
+    rule: str  # aws-access-key, private-key, ... or an operator rule's id
+    location: str  # "tool result of call toolu_1 in message 12"
+    action: str  # log | redact | block
+    secret_hash: str  # hex digits of an HMAC of the secret
+    source: str = "request"  # request | response (model output: log only)
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class McpRound:
+    """One call of a bridge (MCP) tool in an interception's tool loop (streaming/tool_loop.py):
+    the model called it, the bridge ran it and asked the provider again."""
+
+    interception_id: str
+    round: int  # 1: called in the provider's first answer, 2: in the second, ...
+    server: str  # [mcp.servers.NAME]
+    tool: str  # the server's name for the tool
+    injected_name: str  # bmcp_<server>_<tool>, as the model saw it
+    tool_call_id: str
+    arguments: str  # raw JSON text as the model produced it (at most ARGUMENTS_LIMIT bytes)
+    result_bytes: int  # size of the tool's whole result text
+    duration: float  # seconds
+    error: str | None  # why the call failed (the tool's error, a timeout, ...); None: it ran
+    created_at: float = 0.0
+
+
+ARGUMENTS_LIMIT = 16 * 1024
+
+
 Record = (InterceptionStarted | InterceptionEnded | TokenUsage | PromptUsage | ToolUsage
-          | Passthrough)
+          | Passthrough | SecretFinding | McpRound)
 
 
 def truncate_utf8(text: str | None, limit: int = ERROR_MESSAGE_LIMIT) -> str | None:

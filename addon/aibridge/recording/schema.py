@@ -91,6 +91,9 @@ interception_ends = sa.Table(
     # NULL: unpriced (the model has no price), never $0 (migration 0003).
     sa.Column("cost_usd", Usd()),
     sa.Column("price_source", sa.Text),
+    # Who served it instead of `interceptions.provider` (migration 0005): NULL, nobody else.
+    sa.Column("fallback_provider", sa.Text),
+    sa.Column("fallback_model", sa.Text),
 )
 
 token_usages = sa.Table(
@@ -154,4 +157,36 @@ passthroughs = sa.Table(
     sa.Column("key_attempts", sa.Integer, nullable=False),
     sa.Index("ix_passthroughs_started_at", "started_at"),
     sa.Index("ix_passthroughs_actor_started_at", "actor_id", "started_at"),
+)
+
+findings = sa.Table(
+    "findings", metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("interception_id", Id, nullable=False),
+    sa.Column("rule", sa.Text, nullable=False),
+    sa.Column("location", sa.Text, nullable=False),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("secret_hash", sa.Text, nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Index("ix_findings_interception_id", "interception_id"),
+    sa.Index("ix_findings_created_at", "created_at"),
+)
+
+mcp_rounds = sa.Table(
+    "mcp_rounds", metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("interception_id", Id, nullable=False),
+    sa.Column("round", sa.Integer, nullable=False),
+    sa.Column("server", sa.Text, nullable=False),
+    sa.Column("tool", sa.Text, nullable=False),
+    sa.Column("injected_name", sa.Text, nullable=False),
+    sa.Column("tool_call_id", sa.Text, nullable=False),
+    sa.Column("arguments", sa.Text, nullable=False),
+    sa.Column("result_bytes", sa.BigInteger, nullable=False),
+    sa.Column("duration", sa.Float, nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Index("ix_mcp_rounds_interception_id", "interception_id"),
+    sa.Index("ix_mcp_rounds_created_at", "created_at"),
 )

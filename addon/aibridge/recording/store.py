@@ -26,10 +26,12 @@ _TABLES: dict[str, sa.Table] = {
     "prompt": schema.prompt_usages,
     "tool": schema.tool_usages,
     "passthrough": schema.passthroughs,
+    "finding": schema.findings,
+    "mcp": schema.mcp_rounds,
 }
 _TIMES = frozenset({"started_at", "ended_at", "created_at"})
 # Write order inside a transaction: starts first reads best for anyone watching live.
-_ORDER = ("started", "token", "prompt", "tool", "ended", "passthrough")
+_ORDER = ("started", "token", "prompt", "tool", "finding", "mcp", "ended", "passthrough")
 
 
 class Store:

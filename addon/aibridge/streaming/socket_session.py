@@ -15,6 +15,7 @@ import json
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from aibridge.intercept import Actor, CredentialInfo, Interception
 from aibridge.keys.circuit import Admission
@@ -28,6 +29,16 @@ from aibridge.textsafe import storable
 TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed", "error"})
 
 
+MAX_KEPT_CHARS = 4 << 20  # of server frames kept per response for a look at its output
+
+
+class Opened(NamedTuple):
+    interception: Interception
+    frame: dict  # the whole `response.create` frame
+    body: dict  # its request body: the frame itself or its `response` (the same object)
+    info: RequestInfo
+
+
 @dataclass
 class Finished:
     interception: Interception
@@ -36,6 +47,8 @@ class Finished:
     reason: str | None
     time_to_first_token: float | None
     circuit: Admission | None = None  # the circuit breaker slot the response held
+    api: WireApi | None = None
+    events: list[SSEEvent] | None = None  # the server's frames, when the output is scanned
 
 
 @dataclass
@@ -45,28 +58,31 @@ class _Open:
     started_mono: float = field(default_factory=time.monotonic)
     circuit: Admission | None = None
     warmup: bool = False
+    events: list[SSEEvent] | None = None  # kept for a look at the whole output
+    kept_bytes: int = 0
 
-    def finished(self, outcome: str, reason: str | None) -> Finished:
+    def finished(self, outcome: str, reason: str | None, api: WireApi | None = None) -> Finished:
         first = self.accumulator.first_token_at
         ttft = max(0.0, first - self.started_mono) if first is not None else None
         return Finished(self.interception, self.accumulator.summary, outcome, reason, ttft,
-                        self.circuit)
+                        self.circuit, api, self.events)
 
 
 class SocketSession:
     def __init__(self, api: WireApi, provider: str, provider_type: str, route_path: str,
                  actor: Actor,
                  credential: CredentialInfo, client: ClientInfo, user_agent: str | None,
-                 server: tuple[str, int]) -> None:
+                 server: tuple[str, int], *, keep_output: bool = False) -> None:
         self.api = api
+        self.keep_output = keep_output  # the server's frames, for secret scanning of output
         self.provider, self.provider_type, self.route_path = provider, provider_type, route_path
         self.actor, self.credential = actor, credential
         self.client, self.user_agent, self.server = client, user_agent, server
         self._open: deque[_Open] = deque()  # responses run in order on one socket
 
-    def client_frame(self, text: str) -> tuple[Interception, dict, RequestInfo] | None:
-        """A frame from the client; returns the interception it opened, its request body and
-        the facts read from it."""
+    def client_frame(self, text: str) -> Opened | None:
+        """A frame from the client; returns the interception it opened, the frame, its request
+        body (the frame or its `response`, the same object) and the facts read from it."""
         try:
             frame = json.loads(text)
         except ValueError:
@@ -84,8 +100,9 @@ class SocketSession:
             correlating_tool_call_id=(storable(info.correlating_tool_call_id)
                                       if info.correlating_tool_call_id else None))
         self._open.append(_Open(interception, self.api.accumulator(),
-                                warmup=body.get("generate") is False))
-        return interception, body, info
+                                warmup=body.get("generate") is False,
+                                events=[] if self.keep_output else None))
+        return Opened(interception, frame, body, info)
 
     def admitted(self, interception: Interception, circuit: Admission | None) -> None:
         """The admission pipeline let the response through, holding `circuit`."""
@@ -104,19 +121,24 @@ class SocketSession:
         current = self._open[0]
         frame = _json_object(text)
         kind = frame.get("type") if isinstance(frame.get("type"), str) else None
-        current.accumulator.feed(SSEEvent(event=kind, data=text))
+        event = SSEEvent(event=kind, data=text)
+        current.accumulator.feed(event)
+        if current.events is not None and current.kept_bytes < MAX_KEPT_CHARS:
+            current.events.append(event)
+            current.kept_bytes += len(text)
         if kind not in TERMINAL:
             return None
         self._open.popleft()
         summary = current.accumulator.summary
         if kind in ("response.completed", "response.incomplete") and not summary.error:
-            return current.finished("warmup" if current.warmup else "completed", None)
-        return current.finished("failed", _error_message(frame) or summary.error or kind)
+            return current.finished("warmup" if current.warmup else "completed", None, self.api)
+        return current.finished("failed", _error_message(frame) or summary.error or kind,
+                                self.api)
 
     def close(self, reason: str | None) -> list[Finished]:
         """The socket ended: whatever is still open did not complete."""
-        finished = [o.finished("failed", reason or "socket closed before the response completed")
-                    for o in self._open]
+        finished = [o.finished("failed", reason or "socket closed before the response completed",
+                               self.api) for o in self._open]
         self._open.clear()
         return finished
 

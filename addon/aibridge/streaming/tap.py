@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from aibridge.providers.base import WireApi
-from aibridge.sse import BodyDecoder, SSEParser
+from aibridge.sse import BodyDecoder, RawEvent
 from aibridge.summary import ResponseSummary
 
 log = logging.getLogger(__name__)
+MAX_KEPT_BYTES = 4 << 20  # of event data kept for a look at the whole output
 
 
 class StreamTap:
@@ -26,9 +28,11 @@ class StreamTap:
         content_encoding: str | None,
         *,
         on_first_chunk: Callable[[], None] | None = None,
+        keep_events: bool = False,
     ) -> None:
+        self._api = api
         self._accumulator = api.accumulator()
-        self._parser = SSEParser()
+        self._parser = api.stream_parser()
         self._on_first_chunk = on_first_chunk
         self.ended = False  # saw mitmproxy's end-of-body call; a broken stream never does
         self.bytes_seen = 0  # raw (possibly compressed) body bytes
@@ -44,6 +48,12 @@ class StreamTap:
         self._decode = None if self._decoder.identity else self._decoder.decode
         self._parse = self._parser.feed_raw
         self._feed_events = self._accumulator.feed_raw
+        # The events themselves, for a look at the whole output once it ended (secret scanning
+        # of model output); bounded, and not kept at all unless asked.
+        self.kept: list[RawEvent] | None = None
+        if keep_events:
+            self.kept, self._kept_bytes = [], 0
+            self._feed_events = self._keep_and_feed
 
     @property
     def summary(self) -> ResponseSummary:
@@ -84,6 +94,17 @@ class StreamTap:
                     self._fail(e)
         return chunk
 
+    def error_tail(self, body: dict[str, Any]) -> bytes | None:
+        """The terminal event a client reads when this stream breaks mid-way: the parser's own
+        when the framing needs its state (a JSON array is closed where it was cut; the parser
+        says None when it has no opinion, b"" when nothing can end it well: then None, the
+        stream ends as it broke), else the API's."""
+        own = getattr(self._parser, "error_tail", None)
+        tail = own(body) if own is not None else None
+        if tail is None:
+            return self._api.stream_error_tail(body)
+        return tail or None
+
     def _first_chunk(self) -> None:
         self.first_chunk_at = time.monotonic()
         if self._on_first_chunk is not None:
@@ -96,6 +117,12 @@ class StreamTap:
         """End of body: drain the decoder, then dispatch an event missing its blank line."""
         events = self._parser.feed_raw(self._decoder.flush())
         events += self._parser.flush_raw()
+        self._feed_events(events)
+
+    def _keep_and_feed(self, events: list[RawEvent]) -> None:
+        if self.kept is not None and self._kept_bytes < MAX_KEPT_BYTES:
+            self.kept += events
+            self._kept_bytes += sum(len(event[1]) for event in events)
         self._accumulator.feed_raw(events)
 
     def _fail(self, error: Exception) -> None:

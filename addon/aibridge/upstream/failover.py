@@ -49,11 +49,12 @@ async def after_response(response: http.Response, provider: Provider,
     """Mark the key with the provider's answer and fail over if it refused the key."""
     pool, key, attempt = provider.pool, credential.key, credential.attempt
     assert pool is not None and key is not None
-    pool.mark(key, response.status_code, response.headers)
-    if not pool.should_fail_over(response.status_code):
+    status = _key_status(provider, response)
+    pool.mark(key, status, response.headers, body=_error_body(response))
+    if not pool.should_fail_over(status):
         return Outcome(key)
     if streaming or attempt is None:
-        return _ask_to_retry(provider, key, response.status_code)
+        return _ask_to_retry(provider, key, status)
     while True:
         try:
             key = attempt.next()
@@ -67,9 +68,22 @@ async def after_response(response: http.Response, provider: Provider,
                 f"{provider.name}: cannot reach upstream while failing over to key "
                 f"{mask_secret(key.secret)}: {type(e).__name__}", OPENAI_ERR_TYPE_API,
                 "upstream_unreachable", 502))
-        pool.mark(key, answer.status_code, answer.headers)
-        if not pool.should_fail_over(answer.status_code):
+        status = _key_status(provider, answer)
+        pool.mark(key, status, answer.headers, body=_error_body(answer))
+        if not pool.should_fail_over(status):
             return Outcome(key, response=answer)
+
+
+def _error_body(response: http.Response) -> bytes | None:
+    """The decoded body of a 400 or 429, where some providers say that the key was refused
+    (Google's API_KEY_INVALID) or how long to wait (Google's RetryInfo)."""
+    if response.status_code not in (400, 429) or response.stream:
+        return None
+    return response.get_content(strict=False)
+
+
+def _key_status(provider: Provider, response: http.Response) -> int:
+    return provider.api.key_status(response.status_code, _error_body(response))
 
 
 def _ask_to_retry(provider: Provider, key: Key, status: int) -> Outcome:

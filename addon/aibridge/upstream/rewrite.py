@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import unquote_plus
+
 from mitmproxy import http
 from mitmproxy.net.http.url import hostport
 
@@ -15,6 +17,7 @@ from aibridge.intercept.headers import (
     websocket_upgrade_tokens,
 )
 from aibridge.providers import Provider, Upstream
+from aibridge.upstream import sigv4
 
 _BODY_METHODS = ("POST", "PUT", "PATCH")
 
@@ -25,16 +28,20 @@ def _encode(value: str) -> bytes:
 
 
 def rewrite_for_upstream(request: http.Request, provider: Provider,
-                         credential: UpstreamCredential, actor: Actor) -> None:
+                         credential: UpstreamCredential, actor: Actor,
+                         upstream: Upstream | None = None) -> None:
     """Rebuild headers with BuildUpstreamHeaders semantics and aim the request at the provider.
 
     The destination always comes from the registry, never from the CONNECT target or Host
-    header, so a key can only ever travel to the provider's configured upstream.
+    header, so a key can only ever travel to the provider's configured upstream: `upstream`
+    (`Provider.upstream_for` the TLS SNI), `provider.upstream` when not given. A credential the
+    client put in the URL query (`CredentialSlot.query`) is removed: it travels in the header.
 
     The result is that of `build_upstream_headers(trusted, request.headers, credential.header)`
     (trusted = the credential's auth header, then the actor headers), then the extras below,
     then `retarget`; it is built as one field list in one pass over the client's headers.
     """
+    origin = request.host  # the host the client asked for (its region, for a signature)
     auth = credential.header.lower()
     fields, stripped = split_client_headers(request.headers.fields, auth)
     # surrogateescape: a caller's own key goes back out byte for byte, odd bytes included.
@@ -59,18 +66,27 @@ def rewrite_for_upstream(request: http.Request, provider: Provider,
     body = request.raw_content or b""
     if body or "content-length" in stripped or method in _BODY_METHODS:
         fields.append((b"Content-Length", str(len(body)).encode()))
-    up = provider.upstream
+    up = upstream or provider.upstream
     target = hostport(up.scheme, up.host, up.port)
+    if (param := provider.api.credential.query) and "?" in request.path:
+        request.path = without_query_param(request.path, param)
     if "host" in stripped:
         # The client's Host goes first, and retargeting rewrites it to the upstream's.
         fields.insert(0, (b"Host", _encode(target)))
     request.headers = _new_headers(fields)
     _aim(request, up, target)
+    if credential.signer is not None:  # last: it signs the request as it goes upstream
+        api = provider.api
+        region = (provider.region or api.region_of(up.host) or api.region_of(origin)
+                  or sigv4.DEFAULT_REGION)
+        assert api.signs is not None
+        sigv4.sign(request, credential.signer.frozen(), service=api.signs, region=region)
 
 
-def retarget(request: http.Request, provider: Provider) -> None:
-    """Send the request to the provider's configured upstream, path prefix included."""
-    up = provider.upstream
+def retarget(request: http.Request, provider: Provider, upstream: Upstream | None = None) -> None:
+    """Send the request to the provider's upstream (`upstream`, else the configured one), path
+    prefix included."""
+    up = upstream or provider.upstream
     target = hostport(up.scheme, up.host, up.port)
     headers = request.headers
     # What setting `request.host` and `request.port` does to a Host header, done once.
@@ -93,3 +109,13 @@ def _aim(request: http.Request, up: Upstream, target: str) -> None:
         request.authority = target
     if up.path:
         request.path = up.path + request.path
+
+
+def without_query_param(target: str, name: str) -> str:
+    """`target` (path and query) without any `name=...` query parameter; the rest of the query
+    is kept byte for byte (no re-encoding), and a query left empty goes with its `?`."""
+    path, _, query = target.partition("?")
+    kept = [item for item in query.split("&")
+            if unquote_plus(item.partition("=")[0]) != name]
+    query = "&".join(kept)
+    return f"{path}?{query}" if query else path

@@ -25,13 +25,18 @@ from aibridge.intercept import CredentialInfo, mask_secret
 # Where clients and the bridge put credentials: provider keys (OpenAI and OAuth bearer tokens,
 # Anthropic, Gemini, Azure OpenAI) and proxy credentials.
 CREDENTIAL_HEADERS = frozenset({
-    b"authorization", b"proxy-authorization", b"x-api-key", b"x-goog-api-key", b"api-key"})
-CREDENTIAL_QUERY = frozenset({"key", "api_key", "api-key"})  # Gemini's `?key=`
+    b"authorization", b"proxy-authorization", b"x-api-key", b"x-goog-api-key", b"api-key",
+    b"x-amz-security-token"})  # an AWS session token signs with its secret key
+# Gemini's `?key=`; AWS presigned URLs (the signature and the session token).
+CREDENTIAL_QUERY = frozenset({"key", "api_key", "api-key", "x-amz-signature",
+                              "x-amz-security-token"})
 # Shorter secrets are not searched for in answers: replacing a few common characters could
 # corrupt the body, and nothing that short is a provider key.
 MIN_ECHOED = 8
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]*")
+SIGV4 = "AWS4-HMAC-SHA256"
+_SIGV4_KEY = re.compile(r"Credential=([^/,\s]*)")
 # What `mask_secret` makes: the secret's ends around "...", 4, 2, 1 or no characters each.
 _HINT = re.compile(r"(?:\S+ )?(?:.{4}\.\.\..{4}|.{2}\.\.\..{2}|.\.\.\..|\.\.\.)", re.S)
 
@@ -43,8 +48,11 @@ def _mask(secret: str) -> str:
 
 
 def hint(value: str) -> str:
-    """`value` masked, its auth scheme kept: `Bearer sk-a...efgh`, `sk-a...efgh`."""
+    """`value` masked, its auth scheme kept: `Bearer sk-a...efgh`, `sk-a...efgh`. An AWS
+    signature shows its scheme and the access key id masked: `AWS4-HMAC-SHA256 AKIA...MPLE`."""
     scheme, sep, credential = value.strip().partition(" ")
+    if scheme == SIGV4 and (found := _SIGV4_KEY.search(credential)):
+        return f"{scheme} {_mask(found[1])}"
     if sep and credential.strip() and _SCHEME.fullmatch(scheme):
         return f"{scheme} {_mask(credential.strip())}"
     return _mask(value)
@@ -172,8 +180,14 @@ def scrub(request: http.Request, header: str, info: CredentialInfo | None) -> No
     """The key the bridge sent in `header`, replaced by its hint (after a failover, the hint of
     the key that answered)."""
     if info is not None and header in request.headers:
-        bearer = request.headers[header].startswith("Bearer ")
-        request.headers[header] = f"Bearer {info.hint}" if bearer else info.hint
+        value = request.headers[header]
+        if value.startswith(SIGV4 + " "):
+            request.headers[header] = f"{SIGV4} {info.hint}"
+        else:
+            request.headers[header] = f"Bearer {info.hint}" if value.startswith("Bearer ") \
+                else info.hint
+    if (token := request.headers.get("x-amz-security-token")) and not is_masked(token):
+        request.headers["x-amz-security-token"] = _mask(token)  # it went with a signature
 
 
 # -- the answer -----------------------------------------------------------------------------------
