@@ -149,6 +149,16 @@ def without_actor_headers(headers: Headers) -> Headers:
     return _new_headers([f for f in headers.fields if not is_actor_header(_name(f[0]))])
 
 
+def upstream_header_fields(
+    client: Iterable[tuple[bytes, bytes]], sdk_fields: Iterable[tuple[bytes, bytes]], auth: str
+) -> tuple[list[tuple[bytes, bytes]], dict[str, list[bytes]]]:
+    """The one pass behind `build_upstream_headers`, on raw fields: the upstream field list,
+    and the client's stripped hop-by-hop and framing values by name, which a transport that
+    re-frames the request (the addon's rewrite) puts back where the protocol needs them."""
+    fields, stripped = split_client_headers(client, auth)
+    return upstream_fields(fields, sdk_fields, auth), stripped
+
+
 def build_upstream_headers(
     sdk_headers: Headers | None, client_headers: Headers | None, auth_header_name: str
 ) -> Headers:
@@ -160,12 +170,9 @@ def build_upstream_headers(
     header is bridge-owned: a client value under that name never passes, even for names outside
     CLIENT_AUTH (e.g. Azure's `Api-Key`).
     """
-    auth = auth_header_name.lower()
-    fields = []
-    if client_headers is not None:
-        fields = split_client_headers(client_headers.fields, auth)[0]
-    if sdk_headers is not None:
-        upstream_fields(fields, sdk_headers.fields, auth)
+    fields, _stripped = upstream_header_fields(
+        client_headers.fields if client_headers is not None else (),
+        sdk_headers.fields if sdk_headers is not None else (), auth_header_name.lower())
     return _new_headers(fields)
 
 

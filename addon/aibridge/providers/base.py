@@ -118,6 +118,11 @@ class WireApi(ABC):
         """How surely one stream event is this API's: 2 sure, 1 a hint, 0 no sign. Used to
         recognise streams the bridge did not handle (`obj` is the parsed data, or None)."""
 
+    def socket_frame_end(self, frame: dict[str, Any]) -> tuple[bool, str | None] | None:
+        """For an API spoken over a WebSocket (`websocket`): None while `frame` (a server frame,
+        parsed) does not end the response it answers; else (completed, error message)."""
+        return None
+
     def stream_error_tail(self, body: dict[str, Any]) -> bytes:
         """The terminal event a client reads when this API's stream breaks mid-way."""
         data = json.dumps(body, separators=(",", ":"))

@@ -117,11 +117,27 @@ class ResponsesAccumulator(StreamAccumulator):
             pieces.clear()
 
 
+_SOCKET_DONE = frozenset({"response.completed", "response.incomplete"})
+_SOCKET_FAILED = frozenset({"response.failed", "error"})
+
+
 class Responses(WireApi):
     name = "responses"
     title = "OpenAI Responses"
     path = "/responses"
     websocket = True
+
+    def socket_frame_end(self, frame: dict) -> tuple[bool, str | None] | None:
+        kind = frame.get("type")
+        if kind in _SOCKET_DONE:
+            return True, None
+        if kind not in _SOCKET_FAILED:
+            return None
+        # WebSocket error frames nest the error (`{"type": "error", "error": {...}}`), unlike
+        # the flat SSE `error` event.
+        error = frame.get("error")
+        message = error.get("message") if kind == "error" and isinstance(error, dict) else None
+        return False, message if isinstance(message, str) and message else None
 
     def correlating_tool_call_id(self, body: dict) -> str | None:
         last = _last(body.get("input"))

@@ -26,9 +26,6 @@ from aibridge.sse import SSEEvent
 from aibridge.summary import ResponseSummary
 from aibridge.textsafe import storable
 
-TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed", "error"})
-
-
 MAX_KEPT_CHARS = 4 << 20  # of server frames kept per response for a look at its output
 
 
@@ -126,14 +123,15 @@ class SocketSession:
         if current.events is not None and current.kept_bytes < MAX_KEPT_CHARS:
             current.events.append(event)
             current.kept_bytes += len(text)
-        if kind not in TERMINAL:
+        end = self.api.socket_frame_end(frame)
+        if end is None:
             return None
         self._open.popleft()
         summary = current.accumulator.summary
-        if kind in ("response.completed", "response.incomplete") and not summary.error:
+        completed, message = end
+        if completed and not summary.error:
             return current.finished("warmup" if current.warmup else "completed", None, self.api)
-        return current.finished("failed", _error_message(frame) or summary.error or kind,
-                                self.api)
+        return current.finished("failed", message or summary.error or kind, self.api)
 
     def close(self, reason: str | None) -> list[Finished]:
         """The socket ended: whatever is still open did not complete."""
@@ -150,12 +148,3 @@ def _json_object(text: str) -> dict:
         return {}
     return frame if isinstance(frame, dict) else {}
 
-
-def _error_message(frame: dict) -> str | None:
-    """WebSocket error frames nest the error (`{"type": "error", "error": {...}}`), unlike the
-    flat SSE `error` event."""
-    error = frame.get("error")
-    if frame.get("type") == "error" and isinstance(error, dict):
-        message = error.get("message")
-        return message if isinstance(message, str) and message else None
-    return None

@@ -12,8 +12,7 @@ from aibridge.intercept import Actor, actor_headers
 from aibridge.intercept.headers import (
     _native,
     _new_headers,
-    split_client_headers,
-    upstream_fields,
+    upstream_header_fields,
     websocket_upgrade_tokens,
 )
 from aibridge.providers import Provider, Upstream
@@ -37,18 +36,17 @@ def rewrite_for_upstream(request: http.Request, provider: Provider,
     (`Provider.upstream_for` the TLS SNI), `provider.upstream` when not given. A credential the
     client put in the URL query (`CredentialSlot.query`) is removed: it travels in the header.
 
-    The result is that of `build_upstream_headers(trusted, request.headers, credential.header)`
-    (trusted = the credential's auth header, then the actor headers), then the extras below,
-    then `retarget`; it is built as one field list in one pass over the client's headers.
+    The headers are `build_upstream_headers(trusted, request.headers, credential.header)`
+    (trusted = the credential's auth header, then the actor headers) through its one pass on raw
+    fields, `upstream_header_fields`, then the extras below, then `retarget`.
     """
     origin = request.host  # the host the client asked for (its region, for a signature)
     auth = credential.header.lower()
-    fields, stripped = split_client_headers(request.headers.fields, auth)
     # surrogateescape: a caller's own key goes back out byte for byte, odd bytes included.
     trusted = [(credential.header.encode(), credential.value.encode("utf-8", "surrogateescape"))]
     if provider.send_actor_headers:
         trusted += [(_encode(name), _encode(value)) for name, value in actor_headers(actor)]
-    upstream_fields(fields, trusted, auth)
+    fields, stripped = upstream_header_fields(request.headers.fields, trusted, auth)
     if provider.workspace_id and (workspace := provider.api.workspace_header):
         # Client values of this header were stripped above: setting it appends it.
         fields.append((_encode(workspace), _encode(provider.workspace_id)))
