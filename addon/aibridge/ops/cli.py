@@ -199,74 +199,42 @@ def _pac(args: argparse.Namespace) -> int:
     return 0
 
 
-def _passthrough_usage(args: argparse.Namespace) -> int:
-    from aibridge.config import ConfigError, load_config
-    from aibridge.recording import passthrough_report
-    from aibridge.recording.db_errors import RecordingError
-    if args.format == "html" or args.by:
-        print("aibridge usage: --passthrough reports per day, actor and provider, as a table, "
-              "json or csv", file=sys.stderr)
-        return 2
-    try:
-        config, base_dir = load_config(args.config)
-        rows = passthrough_report.read_passthroughs(config.recording.url, base_dir,
-                                                     since=args.since, actor=args.actor)
-    except (ConfigError, RecordingError) as e:
-        print(f"aibridge usage: {e}", file=sys.stderr)
-        return 1
-    text = passthrough_report.render(rows, args.format)
-    if args.output is None:
-        sys.stdout.write(text)
-    else:
-        args.output.write_text(text, encoding="utf-8")
-    return 0
-
-
-def _findings_usage(args: argparse.Namespace) -> int:
-    from aibridge.config import ConfigError, load_config
-    from aibridge.recording import findings_report
-    from aibridge.recording.db_errors import RecordingError
-    if args.format == "html" or args.by:
-        print("aibridge usage: --findings reports per actor and rule, as a table, json or csv",
-              file=sys.stderr)
-        return 2
-    try:
-        config, base_dir = load_config(args.config)
-        rows = findings_report.read_findings(config.recording.url, base_dir, since=args.since,
-                                             actor=args.actor)
-    except (ConfigError, RecordingError) as e:
-        print(f"aibridge usage: {e}", file=sys.stderr)
-        return 1
-    text = findings_report.render(rows, args.format)
-    if args.output is None:
-        sys.stdout.write(text)
-    else:
-        args.output.write_text(text, encoding="utf-8")
-    return 0
-
-
 def _usage(args: argparse.Namespace) -> int:
     # Imported here: the database stack is only needed by this command.
     from aibridge.config import ConfigError, load_config
+    from aibridge.recording import findings_report, passthrough_report
     from aibridge.recording.db_errors import RecordingError
     from aibridge.recording.report import DEFAULT_BY, DIMENSIONS, read_usage, render
     from aibridge.recording.report_html import render_html
+    # --passthrough and --findings are other reports of the same records, in their own rows.
+    other = None
+    if args.passthrough:
+        flag, per = "--passthrough", "day, actor and provider"
+        other = (passthrough_report.read_passthroughs, passthrough_report.render)
+    elif args.findings:
+        flag, per = "--findings", "actor and rule"
+        other = (findings_report.read_findings, findings_report.render)
+    if other is not None and (args.format == "html" or args.by):
+        print(f"aibridge usage: {flag} reports per {per}, as a table, json or csv",
+              file=sys.stderr)
+        return 2
     html = args.format == "html"
     by = DIMENSIONS if html else args.by or DEFAULT_BY  # the page groups as each chart needs
-    if args.passthrough:
-        return _passthrough_usage(args)
-    if args.findings:
-        return _findings_usage(args)
     try:
         config, base_dir = load_config(args.config)
         team_key = config.budgets_settings.team_key
-        rows = read_usage(config.recording.url, base_dir, since=args.since, actor=args.actor,
-                          by=by, team_key=team_key)
+        if other is not None:
+            read, render_rows = other
+            text = render_rows(read(config.recording.url, base_dir, since=args.since,
+                                    actor=args.actor), args.format)
+        else:
+            rows = read_usage(config.recording.url, base_dir, since=args.since,
+                              actor=args.actor, by=by, team_key=team_key)
+            text = (render_html(rows, since=args.since, actor=args.actor, team_key=team_key)
+                    if html else render(rows, args.format, by))
     except (ConfigError, RecordingError) as e:
         print(f"aibridge usage: {e}", file=sys.stderr)
         return 1
-    text = (render_html(rows, since=args.since, actor=args.actor, team_key=team_key)
-            if html else render(rows, args.format, by))
     if args.output is None:
         sys.stdout.write(text)
         return 0

@@ -9,11 +9,8 @@ secret: the table holds none.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from collections.abc import Sequence
-from dataclasses import asdict, astuple, dataclass, fields
+from dataclasses import astuple, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,6 +18,7 @@ import sqlalchemy as sa
 
 from aibridge.recording.connection import recording_connection
 from aibridge.recording.schema import findings, interceptions
+from aibridge.recording.tabular import json_or_csv
 from aibridge.textsafe import printable
 
 
@@ -82,15 +80,9 @@ def _when(value: object) -> str:
 
 
 def render(rows: Sequence[FindingRow], fmt: str) -> str:
-    if fmt == "json":
-        return json.dumps([asdict(row) for row in rows], indent=2) + "\n"
     header = [f.name for f in fields(FindingRow)]
-    if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(astuple(row) for row in rows)
-        return out.getvalue()
+    if (text := json_or_csv(fmt, header, (astuple(row) for row in rows))) is not None:
+        return text
     if not rows:
         return "no recorded findings\n"
     body = [[printable(str(v), limit=200) for v in astuple(row)] for row in rows]

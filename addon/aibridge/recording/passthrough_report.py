@@ -9,11 +9,8 @@ and response bodies the clients got.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from collections.abc import Sequence
-from dataclasses import asdict, astuple, dataclass, fields
+from dataclasses import astuple, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,6 +19,7 @@ import sqlalchemy as sa
 from aibridge.recording.connection import recording_connection
 from aibridge.recording.report import FAILED_OUTCOMES, _utc_day
 from aibridge.recording.schema import passthroughs
+from aibridge.recording.tabular import json_or_csv
 from aibridge.textsafe import printable
 
 
@@ -70,15 +68,9 @@ def passthrough_rows(connection: sa.Connection, *, since: datetime | None = None
 
 
 def render(rows: Sequence[PassthroughRow], fmt: str) -> str:
-    if fmt == "json":
-        return json.dumps([asdict(row) for row in rows], indent=2) + "\n"
     header = [f.name for f in fields(PassthroughRow)]
-    if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(astuple(row) for row in rows)
-        return out.getvalue()
+    if (text := json_or_csv(fmt, header, (astuple(row) for row in rows))) is not None:
+        return text
     if not rows:
         return "no recorded passthroughs\n"
     # Actor ids come from configuration, provider names too, but never trust a terminal.

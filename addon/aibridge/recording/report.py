@@ -22,9 +22,6 @@ the actor metadata key `Team` (or the key the caller names); actors without one 
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -39,6 +36,7 @@ from aibridge.pricing import TEAM_KEY
 from aibridge.providers.catalog import PROVIDER_APIS
 from aibridge.recording.connection import recording_connection
 from aibridge.recording.schema import interception_ends, interceptions, token_usages
+from aibridge.recording.tabular import json_or_csv
 from aibridge.textsafe import printable
 
 FAILED_OUTCOMES = ("failed", "rejected")
@@ -265,15 +263,9 @@ def as_record(row: UsageRow, by: Sequence[str]) -> dict[str, Any]:
 
 def render(rows: Sequence[UsageRow], fmt: str, by: Sequence[str] = DEFAULT_BY) -> str:
     """table (with a total), json or csv (the groups only; programs add up themselves)."""
-    if fmt == "json":
-        return json.dumps([as_record(row, by) for row in rows], indent=2) + "\n"
-    if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(columns(by))
-        for row in rows:
-            writer.writerow(["" if v is None else v for v in as_record(row, by).values()])
-        return out.getvalue()
+    text = json_or_csv(fmt, columns(by), (list(as_record(row, by).values()) for row in rows))
+    if text is not None:
+        return text
     if fmt == "table":
         return _table(rows, by)
     raise ValueError(f"unknown format {fmt!r}")
