@@ -17,6 +17,8 @@ import os
 import platform
 import shlex
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +39,7 @@ from benchlib.client import (  # noqa: E402
     run_load,
     warm_up,
 )
-from benchlib.procs import BenchError, FakeProc, cpu_seconds  # noqa: E402
+from benchlib.procs import BenchError, FakeProc, cpu_seconds, thread_cpu_seconds  # noqa: E402
 from mitmlaunch import LaunchError, Mitmdump  # noqa: E402
 
 CENTRAL_KEY = "sk-bench-central-0123456789abcdef"
@@ -94,6 +96,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "for experiments, e.g. \"--set bridge_access_log=off\"")
     p.add_argument("--keep-tmp", action="store_true",
                    help="keep the temporary directory (mitmdump logs, confdirs)")
+    p.add_argument("--bridge-toml", default="",
+                   help="TOML appended to the bridge's config file, for experiments, e.g. "
+                        "\"[recording]\\nenabled = false\"")
+    p.add_argument("--profile", default=None, metavar="FILE",
+                   help="sample both mitmdumps with py-spy for the whole run (idle samples "
+                        "dropped); collapsed stacks go to FILE.bare and FILE.bridge")
     args = p.parse_args(argv)
 
     counts = dict(QUICK_REQUESTS if args.quick else DEFAULT_REQUESTS)
@@ -178,15 +186,19 @@ def clean_env() -> dict[str, str]:
     return env
 
 
-def start_mitmdumps(tmp: Path, fake: FakeProc,
-                    extra_bridge_args: str) -> tuple[Mitmdump, Mitmdump]:
+def start_mitmdumps(tmp: Path, fake: FakeProc, extra_bridge_args: str,
+                    extra_toml: str = "") -> tuple[Mitmdump, Mitmdump]:
     env = clean_env()
+    # A fresh recording database per run: a shared one grows run by run, and what a write
+    # costs depends on the database's size.
+    env["AIBRIDGE_DATA_DIR"] = str(tmp / "bridge-data")
     bare = Mitmdump(
         tmp / "bare.log", name="bare mitmdump", confdir=tmp / "bare-confdir", env=env, cwd=tmp,
         args=[*QUIET, "--set", f"ssl_verify_upstream_trusted_ca={fake.ca}",
               "--set", "connection_strategy=lazy", "--set", "stream_large_bodies=1"])
     config = tmp / "aibridge.toml"
-    config.write_text(f'[providers.openai]\nupstream = "https://localhost:{fake.port}"\n')
+    config.write_text(f'[providers.openai]\nupstream = "https://localhost:{fake.port}"\n'
+                      + extra_toml.replace("\\n", "\n") + "\n")
     bridge = Mitmdump(
         tmp / "bridge.log", name="bridge mitmdump", script=ROOT / "addon" / "bridge.py",
         confdir=tmp / "bridge-confdir", env=env, cwd=tmp,
@@ -287,6 +299,7 @@ async def one_run(path: Target, fake: FakeProc, workload: str, conc: int, n: int
             gc.disable()
             try:
                 pid = path.pid
+                threads0 = thread_cpu_seconds(pid) if pid else {}
                 cpu0 = cpu_seconds(pid) if pid else 0.0
                 fake0 = cpu_seconds(fake.pid)
                 client0 = time.process_time()
@@ -294,6 +307,7 @@ async def one_run(path: Target, fake: FakeProc, workload: str, conc: int, n: int
                 client1 = time.process_time()
                 fake1 = cpu_seconds(fake.pid)
                 cpu1 = cpu_seconds(pid) if pid else 0.0
+                threads1 = thread_cpu_seconds(pid) if pid else {}
             finally:
                 gc.enable()
     except TimeoutError:
@@ -311,6 +325,9 @@ async def one_run(path: Target, fake: FakeProc, workload: str, conc: int, n: int
         "latencies_ns": res.latencies_ns, "first_event_ns": res.first_event_ns,
         "proxy_cpu_s": cpu1 - cpu0 if pid else None, "fake_cpu_s": fake1 - fake0,
         "client_cpu_s": client1 - client0,
+        # The main thread (tid = pid) runs the event loop; the others (the recorder's writer,
+        # exporters) share its GIL.
+        "loop_cpu_s": threads1.get(pid, 0.0) - threads0.get(pid, 0.0) if pid else None,
     }
 
 
@@ -331,6 +348,9 @@ def aggregate(rounds: list[dict], sse: bool, events: int) -> dict:
         out["proxy_cpu_ms_per_req"] = 1e3 * cpu / n
         out["proxy_cpu_ms_per_req_rounds"] = [round(1e3 * r["proxy_cpu_s"] / r["n"], 3)
                                               for r in rounds]
+        loop = sum(r["loop_cpu_s"] for r in rounds)
+        out["loop_cpu_ms_per_req"] = 1e3 * loop / n
+        out["other_threads_cpu_ms_per_req"] = 1e3 * (cpu - loop) / n
         if sse:
             out["proxy_cpu_us_per_event"] = 1e6 * cpu / (n * events)
     if sse:
@@ -399,6 +419,11 @@ def report_block(title: str, stats: dict[str, dict], sse: bool, events: int) -> 
         rel = 100 * dcpu / bare["proxy_cpu_ms_per_req"]
         parts.append(f"CPU/req {1e3 * dcpu:+.0f} µs ({rel:+.1f} %)")
         lines.append("  bridge/bare: " + " · ".join(parts))
+        lines.append(f"  bridge CPU/req by thread: event loop "
+                     f"{1e3 * br['loop_cpu_ms_per_req']:.0f} µs (bare "
+                     f"{1e3 * bare['loop_cpu_ms_per_req']:.0f}) · other threads "
+                     f"{1e3 * br['other_threads_cpu_ms_per_req']:.0f} µs (bare "
+                     f"{1e3 * bare['other_threads_cpu_ms_per_req']:.0f})")
     return lines, verdict
 
 
@@ -436,10 +461,13 @@ async def bench(args: argparse.Namespace, tmp: Path) -> int:
     started = time.monotonic()
     fake = FakeProc(ROOT, tmp / "fake.log")
     bare = bridge = None
+    profilers: list[subprocess.Popen | None] = []
     try:
-        bare, bridge = start_mitmdumps(tmp, fake, args.bridge_args)
+        bare, bridge = start_mitmdumps(tmp, fake, args.bridge_args, args.bridge_toml)
         bare.start()
         bridge.start()
+        profilers = [start_profiler(m, f"{args.profile}.{m.name.split()[0]}", args.profile)
+                     for m in (bare, bridge)]
         paths = make_paths(fake, bare, bridge)
         notes = await verify(paths, fake, args.events)
         bodies = {"small": payloads.small_body(), "large": payloads.large_body(
@@ -491,10 +519,35 @@ async def bench(args: argparse.Namespace, tmp: Path) -> int:
                  for m in (bare, bridge) if m is not None and m.log().strip()]
         raise BenchError("\n".join([str(e), *tails])) from None
     finally:
+        for m, profiler in zip((bare, bridge), profilers, strict=False):
+            if profiler is not None and m is not None:
+                stop_profiler(profiler, f"{args.profile}.{m.name.split()[0]}")
         for m in (bridge, bare):
             if m is not None:
                 m.stop()
         fake.stop()
+
+
+def start_profiler(mitm: Mitmdump, out: str, wanted: str | None) -> subprocess.Popen | None:
+    if wanted is None:
+        return None
+    spy = shutil.which("py-spy", path=str(ROOT / ".venv" / "bin")) or shutil.which("py-spy")
+    if spy is None:
+        raise BenchError("--profile needs py-spy (in the dev lock: scripts/setup installs it)")
+    return subprocess.Popen([spy, "record", "-p", str(mitm.pid), "-r", "250", "-f", "raw",
+                             "-o", out, "--nonblocking"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+
+
+def stop_profiler(proc: subprocess.Popen, out: str) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        err = b""
+    print(f"profile: {out}" if Path(out).exists() else
+          f"profile not written: {err.decode(errors='replace')[-500:]}", flush=True)
 
 
 def summarize(verdicts: list[tuple[str, dict]], results: dict) -> list[str]:
@@ -563,7 +616,7 @@ def main(argv: list[str]) -> int:
         from benchlib.scale import main as scale  # aibridge serve behind HAProxy, Redis state
         return scale(argv)
     if argv[:1] == ["secrets"]:  # in-process: what secret scanning adds per request
-        from benchlib.secrets import main as secrets
+        from benchlib.secret_scan import main as secrets
         return secrets(argv[1:])
     args = parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="aibridge-bench-"))

@@ -25,6 +25,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of stat(5)
 
 
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """utime + stime per thread of a process (tid -> seconds); threads that ended are gone."""
+    out: dict[int, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, ValueError):
+            out[int(task.name)] = cpu_seconds_of(task / "stat")
+    return out
+
+
+def cpu_seconds_of(stat: Path) -> float:
+    data = stat.read_bytes()
+    fields = data[data.rindex(b")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
 class FakeProc:
     """tests.fakeprovider.FakeProvider in a child process (see benchlib/fakeserver.py)."""
 

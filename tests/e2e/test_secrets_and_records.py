@@ -72,7 +72,7 @@ def test_each_bridged_request_has_an_interception(fake, make_bridge):
 
     flows = read_flows(bridge.flows_path)
     first, second, passthrough = (f.metadata["aibridge"] for f in flows)
-    assert uuid.UUID(first["interception"]["id"]).version == 4
+    assert uuid.UUID(first["interception"]["id"]).version == 7
     assert first["interception"]["id"] != second["interception"]["id"]
     assert first["interception"]["model"] == "claude-sonnet-5"
     assert first["interception"]["streaming"] is False

@@ -121,17 +121,25 @@ def test_to_dict_is_json_and_secret_free():
     assert SECRET not in repr(interception)
 
 
-def test_interception_ids_are_random_version_4_uuids():
+def test_interception_ids_are_time_ordered_version_7_uuids():
+    import time
     import uuid
 
-    from aibridge.intercept.interceptor import new_interception_id
+    from aibridge.ids import new_id
 
-    ids = [new_interception_id() for _ in range(2000)]
+    before = time.time_ns() // 1_000_000
+    ids = [new_id() for _ in range(2000)]
+    after = time.time_ns() // 1_000_000
     assert len(set(ids)) == len(ids)
     for i in ids:
         parsed = uuid.UUID(i)
         assert str(parsed) == i
-        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
-    # every value of the variant's two free bits and of each other hex digit shows up
+        assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+        assert before <= parsed.int >> 80 <= after  # the leading 48 bits: Unix milliseconds
+    # ids of different milliseconds sort by time (what keeps index inserts at the end)
+    later = new_id() if (time.sleep(0.002) or True) else ""
+    assert all(later > i for i in ids)
+    # the random parts are random: every variant value and every hex digit of the tail appear
     assert {i[19] for i in ids} == set("89ab")
-    assert {i[0] for i in ids} == set("0123456789abcdef")
+    assert {i[-1] for i in ids} == set("0123456789abcdef")
+    assert {i[15] for i in ids} == set("0123456789abcdef")

@@ -20,7 +20,7 @@ from mitmproxy import http
 from aibridge.errors import categories
 from aibridge.flow.exchange import Exchange
 from aibridge.flow.start import placeholder
-from aibridge.intercept.interceptor import new_interception_id
+from aibridge.ids import new_id
 from aibridge.observe import accesslog
 from aibridge.observe.reporting import Reporter
 from aibridge.providers import DENIED, PASSTHROUGH
@@ -91,7 +91,7 @@ def ended(reporter: Reporter, flow: http.HTTPFlow, ex: Exchange, *, outcome: str
             circuit_open=ex.circuit_open, key_pool_kind=ex.pool_error)
     attempt = ex.credential.attempt if ex.credential is not None else None
     record = Passthrough(
-        id=new_interception_id(), started_at=request.timestamp_start, ended_at=time.time(),
+        id=new_id(), started_at=request.timestamp_start, ended_at=time.time(),
         actor_id=ex.caller.actor.id, actor_metadata=dict(ex.caller.actor.metadata),
         provider=provider.name, provider_type=provider.type, method=storable(request.method),
         path=storable(request.path.split("?", 1)[0]), status=status, outcome=outcome,

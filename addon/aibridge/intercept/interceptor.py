@@ -6,11 +6,11 @@ whatever consumes an interception instead of being stored on it.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from aibridge.ids import new_id
 from aibridge.intercept.actor import Actor
 from aibridge.intercept.credential import CredentialInfo
 
@@ -35,13 +35,6 @@ class Interceptor(Protocol):
     def trace_attributes(self) -> dict[str, str | int | bool]: ...
 
 
-def new_interception_id() -> str:
-    """A random (version 4) UUID string, as `str(uuid.uuid4())` makes it, in a third of the time."""
-    h = os.urandom(16).hex()
-    # Version nibble 4; the variant's two top bits 10 (RFC 9562), the other random bits kept.
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
-
-
 @dataclass(frozen=True)
 class Fallback:
     """The provider that served an interception in place of the one asked (`[[fallbacks]]`),
@@ -64,7 +57,7 @@ class Interception:
     actor: Actor
     credential: CredentialInfo
     correlating_tool_call_id: str | None = None
-    id: str = field(default_factory=new_interception_id)
+    id: str = field(default_factory=new_id)
     started_at: float = field(default_factory=time.time)
     fallback: Fallback | None = None  # set when another provider served it
 

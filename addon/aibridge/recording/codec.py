@@ -2,8 +2,8 @@
 
 The key is chosen once, when the record is submitted, and travels with it through the queue,
 the spool and every retry: that is what makes writes idempotent. Interception and passthrough
-records use their id; usage records get a fresh UUID (two usage records may be identical in
-content, e.g. two stream deltas, and both must count).
+records use their id; usage records get a fresh time-ordered UUID (ids.py): two usage records
+may be identical in content, e.g. two stream deltas, and both must count.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from aibridge.ids import new_id
 from aibridge.recording.records import (
     InterceptionEnded,
     InterceptionStarted,
@@ -60,7 +60,7 @@ def new_entry(record: Record) -> Entry:
     if not record.created_at:
         # The addon may leave created_at unset; the submit time is the best stand-in.
         record = dataclasses.replace(record, created_at=time.time())
-    return Entry(kind, str(uuid.uuid4()), record)
+    return Entry(kind, new_id(), record)
 
 
 def encode(entry: Entry) -> bytes:

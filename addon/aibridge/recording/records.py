@@ -14,7 +14,7 @@ ERROR_MESSAGE_LIMIT = 1024  # bytes of UTF-8, as Coder stores it (docs/behaviour
 
 @dataclass(frozen=True)
 class InterceptionStarted:
-    id: str  # UUID4
+    id: str  # a time-ordered UUID (ids.py)
     started_at: float  # epoch seconds
     actor_id: str
     actor_metadata: dict[str, str]
@@ -92,7 +92,7 @@ class Passthrough:
     as `/v1/models`, `/v1/files` or `/api/...`), or refused on such a path; recorded whole
     when it ends. Kept apart from interceptions: it is no model request and has no tokens."""
 
-    id: str  # UUID4
+    id: str  # a time-ordered UUID (ids.py)
     started_at: float
     ended_at: float
     actor_id: str

@@ -8,6 +8,7 @@ partly or wholly written before — after a lost connection, a crash, a spool re
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -70,12 +71,24 @@ class Store:
 
 
 def to_row(entry: Entry) -> dict[str, Any]:
-    row: dict[str, Any] = {}
-    for field in dataclasses.fields(entry.record):
-        value = getattr(entry.record, field.name)
-        row[field.name] = _timestamp(value) if field.name in _TIMES else _clean(value)
+    record = entry.record
+    row = {name: getattr(record, name) for name in _field_names(type(record))}
+    for name, value in row.items():
+        if name in _TIMES:
+            row[name] = _timestamp(value)
+        elif isinstance(value, str):
+            # Most text is plain ASCII, which needs no repair: skip the encoding test.
+            if not value.isascii() or "\x00" in value:
+                row[name] = _clean(value)
+        elif isinstance(value, dict | list | tuple):
+            row[name] = _clean(value)
     row["id"] = entry.key  # usage records: the per-record UUID; interceptions: their id
     return row
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(field.name for field in dataclasses.fields(cls))
 
 
 def _timestamp(epoch: float) -> datetime:
