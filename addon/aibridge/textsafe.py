@@ -11,6 +11,8 @@ from typing import Any
 
 def storable(text: str) -> str:
     """Encodable as UTF-8 (what saved flows and databases need), otherwise unchanged."""
+    if text.isascii():  # most text, and no copy to find out
+        return text
     try:
         text.encode("utf-8")
         return text
@@ -30,7 +32,7 @@ def printable(text: str, limit: int = 200) -> str:
 def storable_tree(value: Any) -> Any:
     """`storable` applied to every string in nested dicts and lists (flow metadata)."""
     if isinstance(value, str):
-        return storable(value)
+        return value if value.isascii() else storable(value)
     if isinstance(value, dict):
         return {storable_tree(k): storable_tree(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

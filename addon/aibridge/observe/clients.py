@@ -89,12 +89,28 @@ _LEGACY_SESSION_MARK = "_session_"
 
 def guess_client(headers: HeaderLookup, body: object | None) -> ClientInfo:
     """The client's name (never empty: "Unknown" at worst) and its session id, if it sent one."""
+    headers = _indexed(headers)
     name = _client_name(headers)
     session = _first_header(headers, _SESSION_HEADERS.get(name, ()))
     if session is None and name == CLAUDE_CODE:
         # count_tokens bodies carry no metadata, so the header above is tried first.
         session = _claude_code_body_session(body)
     return ClientInfo(name, session)
+
+
+def _indexed(headers: HeaderLookup) -> HeaderLookup:
+    """mitmproxy's `Headers.get` scans every field, lower-casing each name; the half dozen
+    lookups below read one dict made in one pass instead (same answers: names compared
+    case-insensitively, repeated fields joined with ", ")."""
+    fields = getattr(headers, "fields", None)
+    if not isinstance(fields, tuple):
+        return headers
+    index: dict[str, str] = {}
+    for raw_name, raw_value in fields:
+        name = raw_name.decode("utf-8", "surrogateescape").lower()
+        value = raw_value.decode("utf-8", "surrogateescape")
+        index[name] = f"{index[name]}, {value}" if name in index else value
+    return index
 
 
 def _client_name(headers: HeaderLookup) -> str:
