@@ -5,6 +5,7 @@ HAProxy accepts."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import shutil
 import subprocess
@@ -45,7 +46,14 @@ def test_compose_runs_the_image_behind_haproxy_with_redis_and_postgres():
     assert bridge["image"] == "aibridge"
     assert bridge["build"] == {"context": "..", "dockerfile": "deploy/Dockerfile"}
     assert (DEPLOY / ".." / bridge["build"]["dockerfile"]).resolve() == DEPLOY / "Dockerfile"
-    assert "command" not in bridge and "entrypoint" not in bridge  # the image's own
+    assert "entrypoint" not in bridge  # the image's own; its CMD with HAProxy's address:
+    image_cmd = json.loads(dockerfile()["CMD"])
+    assert bridge["command"] == [*image_cmd, "--set", "bridge_proxy_protocol=172.30.0.2"]
+    haproxy_address = services["haproxy"]["networks"]["default"]["ipv4_address"]
+    assert haproxy_address == "172.30.0.2"  # the PROXY headers believed are HAProxy's alone
+    (pool,) = compose["networks"]["default"]["ipam"]["config"]
+    assert ipaddress.ip_address(haproxy_address) in ipaddress.ip_network(pool["subnet"])
+    assert ipaddress.ip_address(haproxy_address) not in ipaddress.ip_network(pool["ip_range"])
     mounts = {m.split(":")[1] for m in bridge["volumes"]}
     assert {"/etc/aibridge", "/etc/aibridge/certs", "/var/lib/aibridge"} <= mounts
     assert all(m.endswith(":ro") for m in bridge["volumes"] if ":/etc/aibridge" in m)
@@ -65,7 +73,7 @@ def test_compose_haproxy_checks_the_bridge_health_endpoint():
     assert "mode tcp" in cfg
     assert f"bind :{PORT}" in cfg
     assert f"uri {HEALTH_PATH}" in cfg and "http-check expect status 200" in cfg
-    assert f"bridge:{PORT} check" in cfg
+    assert f"bridge:{PORT} check send-proxy-v2 check-send-proxy" in cfg  # the client's address
     if shutil.which("haproxy") or Path("/usr/sbin/haproxy").exists():
         haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
         done = subprocess.run([haproxy, "-c", "-f", str(DEPLOY / "haproxy.cfg")],
@@ -136,6 +144,7 @@ def test_serve_writes_a_haproxy_config_haproxy_accepts(tmp_path):
                                workers=[18081, 18082], per_source=256, maxconn=1000,
                                control=tmp_path / "haproxy.sock")
     assert "server w1 127.0.0.1:18081 check" in cfg and "server w2 127.0.0.1:18082" in cfg
+    assert cfg.count("send-proxy-v2 check-send-proxy") == 2  # the workers read it (127.0.0.1)
     assert f"uri {HEALTH_PATH}" in cfg and "sc0_conn_cur gt 256" in cfg
     haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
     if not Path(haproxy).exists():
@@ -150,6 +159,7 @@ def test_serve_adds_the_bridge_and_refuses_listeners_of_its_own():
     args = serve.worker_args(["--", "--set", "bridge_config=x.toml"], 9999)
     assert args[:2] == ["-s", str(serve.BRIDGE_SCRIPT)] and serve.BRIDGE_SCRIPT.exists()
     assert args[-4:] == ["--listen-host", "127.0.0.1", "--listen-port", "9999"]
+    assert args[-6:-4] == ["--set", f"bridge_proxy_protocol={serve.BALANCER}"]
     assert serve.worker_args(["-s", "mine.py"], 1)[:2] == ["-s", "mine.py"]
     assert "loopback ports" in (serve.refusal(["--mode", "regular@0.0.0.0:1"], "") or "")
     assert "loopback ports" in (serve.refusal(["-p", "1"], "127.0.0.1") or "")

@@ -11,6 +11,7 @@ from aibridge.addons.core import BridgeCore
 from aibridge.addons.egress import Egress
 from aibridge.addons.health import Health
 from aibridge.addons.masking import Masking
+from aibridge.addons.proxy_protocol import ProxyProtocol
 from aibridge.addons.runtime import Runtime
 from aibridge.addons.sockets import Sockets
 from aibridge.addons.upstream_failures import UpstreamFailures
@@ -20,11 +21,15 @@ from aibridge.addons.upstream_reach import UpstreamReach
 def chain(runtime: Runtime | None = None) -> list[object]:
     runtime = runtime or Runtime()
     access = ProxyAccess(runtime)
+    proxy_protocol = ProxyProtocol()
     return [
         Configuration(runtime),  # options, settings, hot reload, recorder and telemetry
+        # Before anything reads a connection's first bytes: a balancer's PROXY header.
+        proxy_protocol,
         Health(runtime, access),  # /healthz needs no proxy credentials (details do)
         access,  # who is calling (407 otherwise)
-        ClientConnections(runtime, access),  # per-address cap, login and idle timeouts, revocation
+        # per-address cap, login and idle timeouts, revocation
+        ClientConnections(runtime, access, proxy_protocol),
         Egress(runtime),  # no internal destinations for tunnels and plain HTTP
         UpstreamReach(runtime),  # retries a provider upstream that refused, so clients need not
         BridgeCore(runtime),  # route → admit → rewrite → tap → finish

@@ -2,7 +2,9 @@
 authentication, an idle timeout, and closing connections whose credentials were revoked.
 
 - Over `[auth] max_connections_per_address` open connections from one address, a new one is
-  closed as it is accepted (mitmproxy's `client.error`), with a log line.
+  closed as it is accepted (mitmproxy's `client.error`), with a log line. A connection from a
+  balancer that sends the PROXY protocol (addons/proxy_protocol.py) counts for the client
+  address its header names, once it is read (`admit_address`), and for no address before.
 - A connection that has not completed a request or CONNECT that passed proxy authentication
   within `login_timeout` seconds is closed: idle, slow (a request head sent byte by byte) and
   refused clients do not hold sockets.
@@ -32,6 +34,7 @@ from typing import Any
 from mitmproxy import connection, ctx, http
 
 from aibridge.addons.access import ProxyAccess
+from aibridge.addons.proxy_protocol import ProxyProtocol
 from aibridge.addons.runtime import Runtime
 
 logger = logging.getLogger("aibridge")
@@ -41,16 +44,20 @@ REFUSAL_LOG_EVERY = 10.0  # seconds between "refused a connection" lines for one
 @dataclass(eq=False)
 class OpenConnection:
     client: connection.Client
-    address: str
+    address: str | None  # None: a balancer's connection whose client address is not read yet
     opened: float  # time.monotonic()
     authenticated: bool = False
     closing: bool = False
 
 
 class ClientConnections:
-    def __init__(self, runtime: Runtime, access: ProxyAccess) -> None:
+    def __init__(self, runtime: Runtime, access: ProxyAccess,
+                 proxy_protocol: ProxyProtocol | None = None) -> None:
         self.runtime = runtime
         self.access = access
+        self.proxy_protocol = proxy_protocol
+        if proxy_protocol is not None:  # it asks once a balancer's connection names its client
+            proxy_protocol.admit = self.admit_address
         self.open: dict[str, OpenConnection] = {}  # by client id
         self.per_address: Counter[str] = Counter()
         self._refusals: dict[str, tuple[float, int]] = {}  # address → (last logged, since)
@@ -74,18 +81,37 @@ class ClientConnections:
         settings = self.runtime.settings_or_none
         if settings is None or client.error:
             return
-        address = client.peername[0] if client.peername else "?"
-        limit = settings.config.auth.max_connections_per_address
-        if self.per_address[address] >= limit:
-            client.error = "too many connections from this address"
-            self._log_refusal(address, limit)
+        track = OpenConnection(client, None, time.monotonic())
+        if self.proxy_protocol is not None and self.proxy_protocol.reads_header(client):
+            self.open[client.id] = track  # its address comes with its first bytes
             return
+        if refusal := self._count(track, settings.config.auth.max_connections_per_address):
+            client.error = refusal
+            return
+        self.open[client.id] = track
+
+    def admit_address(self, client: connection.Client) -> str | None:
+        """A balancer's connection whose client address is now known (`client.peername`):
+        count it for that address, or say why it is refused (the cap)."""
+        settings = self.runtime.settings_or_none
+        track = self.open.get(client.id)
+        if settings is None or track is None or track.address is not None:
+            return None
+        return self._count(track, settings.config.auth.max_connections_per_address)
+
+    def _count(self, track: OpenConnection, limit: int) -> str | None:
+        peer = track.client.peername
+        address = peer[0] if peer else "?"
+        if self.per_address[address] >= limit:
+            self._log_refusal(address, limit)
+            return "too many connections from this address"
         self.per_address[address] += 1
-        self.open[client.id] = OpenConnection(client, address, time.monotonic())
+        track.address = address
+        return None
 
     def client_disconnected(self, client: connection.Client) -> None:
         track = self.open.pop(client.id, None)
-        if track is None:
+        if track is None or track.address is None:
             return
         self.per_address[track.address] -= 1
         if self.per_address[track.address] <= 0:
@@ -164,7 +190,8 @@ class ClientConnections:
 
     def _close(self, track: OpenConnection, reason: str) -> None:
         track.closing = True
-        logger.info(f"aibridge: closing the connection from {track.address}: {reason}")
+        peer = track.client.peername[0] if track.client.peername else "?"
+        logger.info(f"aibridge: closing the connection from {track.address or peer}: {reason}")
         handler = _handler(track.client)
         io = getattr(handler, "transports", {}).get(track.client)
         if io is None:

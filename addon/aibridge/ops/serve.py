@@ -8,6 +8,11 @@ each worker watches, so an edit reaches all of them; one recording database), be
 connections only to the workers that answer; a connection refused by a worker that just died
 is re-dispatched to another.
 
+HAProxy puts a PROXY protocol v2 header before each connection's bytes (`send-proxy-v2`,
+its health checks too) and the workers read it from HAProxy's address only
+(`bridge_proxy_protocol`, addons/proxy_protocol.py), so each worker sees the client's own
+address: the failed-login limits, the per-address connection cap and the records use it.
+
 A worker that exits on its own is started again (after 1 s, doubling up to 30 s while it keeps
 dying), on the same port; HAProxy takes it back once its health check passes. SIGTERM (or
 Ctrl-C) stops HAProxy from accepting and each worker drains as `mitmdump` does on its own
@@ -45,7 +50,7 @@ RESTART_FIRST, RESTART_MAX = 1.0, 30.0  # seconds before restarting a worker tha
 HEALTHY_AFTER = 60.0  # seconds a restarted worker must live before its back-off resets
 START_TIMEOUT = 60.0  # seconds for a worker to answer /healthz at start
 RESERVED = {"--mode", "-m", "--listen-host", "--listen-port", "-p"}
-MANY_CONNECTIONS = 2000  # below this a worker's per-address cap is likely to bite
+BALANCER = "127.0.0.1"  # the address HAProxy connects to the workers from
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,14 +89,15 @@ def haproxy_config(*, listen_host: str, listen_port: int, workers: Sequence[int]
                    per_source: int, maxconn: int, control: Path) -> str:
     """HAProxy in TCP mode in front of the workers' loopback ports.
 
-    The workers see every client as HAProxy's loopback address, so the open-connection cap per
-    client address (`[auth] max_connections_per_address`) is enforced here, on the real source
-    address, with a stick table.
+    Each connection to a worker begins with a PROXY protocol v2 header naming the client
+    (`send-proxy-v2`; health checks send a LOCAL one, `check-send-proxy`). Each worker caps the
+    open connections per client address (`[auth] max_connections_per_address`); the stick table
+    applies the same cap to all workers together.
     """
     bind = f"[{listen_host}]" if ":" in listen_host else listen_host
     servers = "\n".join(
-        f"    server w{i + 1} 127.0.0.1:{port} check inter 1s fall 2 rise 1 "
-        "observe layer4 error-limit 1 on-error mark-down"
+        f"    server w{i + 1} {BALANCER}:{port} check send-proxy-v2 check-send-proxy "
+        "inter 1s fall 2 rise 1 observe layer4 error-limit 1 on-error mark-down"
         for i, port in enumerate(workers))
     return f"""# Written by `aibridge serve`: regenerated at every start, do not edit.
 global
@@ -136,7 +142,10 @@ def worker_args(mitmdump_args: Sequence[str], port: int) -> list[str]:
         args = args[1:]
     if "-s" not in args and "--scripts" not in args:
         args = ["-s", str(BRIDGE_SCRIPT), *args]
-    return [*args, "--listen-host", "127.0.0.1", "--listen-port", str(port)]
+    # HAProxy's PROXY header is believed from its address only (a header from any other
+    # address closes that connection; a local client without one keeps its own address).
+    return [*args, "--set", f"bridge_proxy_protocol={BALANCER}",
+            "--listen-host", "127.0.0.1", "--listen-port", str(port)]
 
 
 def refusal(mitmdump_args: Sequence[str], listen_host: str) -> str | None:
@@ -269,11 +278,6 @@ class Supervisor:
         if config.state.url is None and args.workers > 1:
             self.say("no [state] url: each worker keeps its own key cooldowns, circuit "
                      "breakers, failed-login counts, budgets and rate limits")
-        if config.auth.max_connections_per_address < MANY_CONNECTIONS:
-            self.say(f"the workers see every client as HAProxy's address, so [auth] "
-                     f"max_connections_per_address ({config.auth.max_connections_per_address})"
-                     " caps each worker's connections in all; HAProxy applies it per client "
-                     "address. Raise it in the config to what one worker should carry")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         ports = [free_port() for _ in range(args.workers)]
         for i, port in enumerate(ports):
