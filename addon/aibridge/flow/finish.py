@@ -104,9 +104,9 @@ def end(reporter: Reporter, flow: http.HTTPFlow, ex: Exchange,
 def end_socket_response(reporter: Reporter, flow: http.HTTPFlow, done: Finished) -> None:
     """One response on a WebSocket is over."""
     interception = done.interception
-    if done.events is not None and done.api is not None:
+    if done.output is not None:
         flowview.secrets(flow, reporter.scan_output(
-            interception, output.socket_texts(done.api, done.events, done.summary)))
+            interception, output.stream_texts(done.output, done.summary)))
     cost = reporter.price(interception, done.summary)
     flowview.socket_interception(flow, interception, done.summary, done.outcome, done.reason,
                                  cost)

@@ -104,6 +104,7 @@ def sniff(events: list[SSEEvent]) -> WireApi | None:
 
 def _summary(api: WireApi, events: list[SSEEvent]) -> list[str]:
     acc = api.accumulator()
+    acc.collect_text(limit=None)  # the assembled text too, in the same pass (the body is in memory)
     for event in events:
         acc.feed(event)
     s = acc.summary
@@ -133,7 +134,7 @@ def _summary(api: WireApi, events: list[SSEEvent]) -> list[str]:
     lines.append(f"completed: {'true' if s.completed else 'false'}")
     if acc.bad_events:
         lines.append(f"not_json_events: {acc.bad_events}")
-    texts = api.assembled_text(events)
+    texts = acc.assembled()
     if thinking := texts.get("thinking"):
         lines += _block("thinking", thinking)
     lines += _block("text", texts.get("text", ""))

@@ -15,8 +15,6 @@ from aibridge.providers.jsonfields import (
     _d,
     _dumps,
     _idx,
-    _join,
-    _json_text,
     _last,
     _list,
     _n,
@@ -31,7 +29,6 @@ from aibridge.providers.sse_shortcut import Shortcut
 from aibridge.providers.stream import StreamAccumulator
 from aibridge.providers.texts import TextSlot, strings, text_parts
 from aibridge.providers.tooluse import ToolWire
-from aibridge.sse import SSEEvent
 from aibridge.summary import ResponseSummary, ToolCall
 
 _EVENT_TYPES = frozenset({
@@ -77,8 +74,13 @@ class MessagesAccumulator(StreamAccumulator):
                     text = delta.get("text")
                     if isinstance(text, str):
                         s.text_chars += len(text)
+                        if self._assembly is not None:
+                            self._assembly.add(("text", _idx(obj.get("index"))), text)
                 elif delta_kind == "input_json_delta":
                     self._append_args((_idx(obj.get("index")),), _text(delta.get("partial_json")))
+                elif (delta_kind == "thinking_delta" and self._assembly is not None
+                      and isinstance(thinking := delta.get("thinking"), str)):
+                    self._assembly.add(("thinking", _idx(obj.get("index"))), thinking)
         elif kind == "message_start":
             message = _d(obj.get("message"))
             s.model = _s(message.get("model")) or s.model
@@ -121,8 +123,11 @@ class MessagesAccumulator(StreamAccumulator):
             return None
         shortcut.always_output = True
         shortcut.counts = kind == "text_delta"
+        index = _idx(obj.get("index"))
         if kind == "input_json_delta":
-            shortcut.args_key = (_idx(obj.get("index")),)
+            shortcut.args_key = (index,)
+        else:
+            shortcut.block = ("text" if kind == "text_delta" else "thinking", index)
         return shortcut
 
 
@@ -178,24 +183,6 @@ class Messages(WireApi):
         if _role(last) != "user":
             return None
         return _content_text(last.get("content"), "text") or None
-
-    def assembled_text(self, events: list[SSEEvent]) -> dict[str, str]:
-        blocks: dict[tuple[str, int], list[str]] = {}
-        for event in events:
-            obj = _json_text(event.data)
-            if (not isinstance(obj, dict)
-                    or (obj.get("type") or event.event) != "content_block_delta"):
-                continue
-            delta = obj.get("delta")
-            if not isinstance(delta, dict):
-                continue
-            index = _idx(obj.get("index"))
-            kind = delta.get("type")
-            if kind == "text_delta" and isinstance(text := delta.get("text"), str):
-                blocks.setdefault(("text", index), []).append(text)
-            elif kind == "thinking_delta" and isinstance(text := delta.get("thinking"), str):
-                blocks.setdefault(("thinking", index), []).append(text)
-        return _join(blocks)
 
     def recognises(self, name: str | None, obj: object, data: str) -> int:
         kind = obj.get("type") if isinstance(obj, dict) else None

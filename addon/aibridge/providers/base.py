@@ -109,9 +109,16 @@ class WireApi(ABC):
     def last_prompt(self, body: object) -> str | None:
         """The user's last prompt in a request body; None when there is none."""
 
-    @abstractmethod
     def assembled_text(self, events: list[SSEEvent]) -> dict[str, str]:
-        """The streamed output put back together for viewers: "text", "thinking", "refusal"."""
+        """The streamed output put back together for viewers: "text", "thinking", "refusal".
+
+        The one definition is the API's accumulator collecting the text as it reads the events
+        (`StreamAccumulator.collect_text`), as the stream tap does for secret scanning."""
+        accumulator = self.accumulator()
+        accumulator.collect_text(limit=None)  # the events are in memory already
+        for event in events:
+            accumulator.feed(event)
+        return accumulator.assembled()
 
     @abstractmethod
     def recognises(self, name: str | None, obj: object, data: str) -> int:

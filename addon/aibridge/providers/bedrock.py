@@ -54,8 +54,6 @@ from aibridge.providers.jsonfields import (
     _d,
     _dumps,
     _idx,
-    _join,
-    _json_text,
     _last,
     _list,
     _n,
@@ -65,7 +63,7 @@ from aibridge.providers.jsonfields import (
     _text,
 )
 from aibridge.providers.stream import StreamAccumulator
-from aibridge.sse import RawEvent, SSEEvent
+from aibridge.sse import RawEvent
 from aibridge.summary import ResponseSummary, ToolCall
 
 # One segment for the model id: an ARN's "/" arrives as %2F (see providers.paths).
@@ -209,9 +207,6 @@ class Invoke(_BedrockWire):
             return text or None
         return MESSAGES.last_prompt(body)
 
-    def assembled_text(self, events: list[SSEEvent]) -> dict[str, str]:
-        return MESSAGES.assembled_text(events)
-
 
 # -- Converse ------------------------------------------------------------------------------------
 
@@ -242,7 +237,13 @@ class ConverseAccumulator(StreamAccumulator):
             if isinstance(text := delta.get("text"), str):
                 self._output()
                 s.text_chars += len(text)
-            elif isinstance(tool := delta.get("toolUse"), dict):
+                if self._assembly is not None:
+                    self._assembly.add(("text", key[0]), text)
+                return
+            if self._assembly is not None and isinstance(
+                    thinking := _d(delta.get("reasoningContent")).get("text"), str):
+                self._assembly.add(("thinking", key[0]), thinking)
+            if isinstance(tool := delta.get("toolUse"), dict):
                 self._output()
                 self._append_args(key, _text(tool.get("input")))
             elif delta:
@@ -310,19 +311,6 @@ class Converse(_BedrockWire):
         if not isinstance(messages, list) or not messages or _role(messages[-1]) != "user":
             return None
         return _converse_text(messages[-1].get("content"))
-
-    def assembled_text(self, events: list[SSEEvent]) -> dict[str, str]:
-        blocks: dict[tuple[str, int], list[str]] = {}
-        for event in events:
-            obj = _json_text(event.data)
-            if event.event != "contentBlockDelta" or not isinstance(obj, dict):
-                continue
-            delta, index = _d(obj.get("delta")), _idx(obj.get("contentBlockIndex"))
-            if isinstance(text := delta.get("text"), str):
-                blocks.setdefault(("text", index), []).append(text)
-            elif isinstance(text := _d(delta.get("reasoningContent")).get("text"), str):
-                blocks.setdefault(("thinking", index), []).append(text)
-        return _join(blocks)
 
 
 INVOKE = Invoke()

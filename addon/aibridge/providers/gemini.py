@@ -32,23 +32,21 @@ from mitmproxy.http import Headers
 
 from aibridge.errors.shapes import GOOGLE_ERRORS
 from aibridge.intercept import parse_bearer
+from aibridge.providers.assembly import TextAssembly
 from aibridge.providers.base import NO_PARAMS, CredentialSlot, ProviderApi, RequestInfo, WireApi
 from aibridge.providers.json_stream import GeminiStreamParser
 from aibridge.providers.jsonfields import (
     UNKNOWN_MODEL,
     _d,
     _dumps,
-    _join,
-    _json_text,
+    _idx,
     _list,
     _n,
     _put_extra,
     _s,
     _set_error,
-    _text,
 )
 from aibridge.providers.stream import StreamAccumulator
-from aibridge.sse import SSEEvent
 from aibridge.summary import ResponseSummary, ToolCall
 
 # `/v1beta/models/gemini-2.5-flash:generateContent`; the model id is one path segment.
@@ -86,10 +84,15 @@ def _function_call(part: dict) -> ToolCall | None:
                     _dumps(call.get("args", {})))
 
 
-def _read(s: ResponseSummary, obj: dict, on_output: Any = None) -> None:
-    """One `GenerateContentResponse` (a whole answer or one streamed chunk) into `s`."""
+def _read(s: ResponseSummary, obj: dict, on_output: Any = None,
+          assembly: TextAssembly | None = None) -> None:
+    """One `GenerateContentResponse` (a whole answer or one streamed chunk) into `s`, its
+    output text (thought parts as "thinking") into `assembly` if given."""
     if isinstance(error := obj.get("error"), dict):
         _error(s, error)
+        if assembly is not None and "candidates" in obj:  # text beside an error is output
+            _read(ResponseSummary(), {k: v for k, v in obj.items() if k != "error"}, None,
+                  assembly)
         return
     s.model = _s(obj.get("modelVersion")) or s.model
     s.response_id = _s(obj.get("responseId")) or s.response_id
@@ -103,6 +106,10 @@ def _read(s: ResponseSummary, obj: dict, on_output: Any = None) -> None:
                     on_output()
                 if not part.get("thought"):
                     s.text_chars += len(text)
+                    if assembly is not None and text:
+                        assembly.add(("text", _idx(candidate.get("index"))), text)
+                elif assembly is not None and text:
+                    assembly.add(("thinking", _idx(candidate.get("index"))), text)
             elif (call := _function_call(part)) is not None:
                 if on_output is not None:
                     on_output()
@@ -122,7 +129,7 @@ class GenerateContentAccumulator(StreamAccumulator):
     """Chunks without event names, each a `GenerateContentResponse`."""
 
     def _handle(self, name: str | None, obj: dict) -> None:
-        _read(self._summary, obj, self._output)
+        _read(self._summary, obj, self._output, self._assembly)
 
 
 class GenerateContent(WireApi):
@@ -185,20 +192,6 @@ class GenerateContent(WireApi):
             if texts:
                 return texts[-1] or None
         return None
-
-    def assembled_text(self, events: list[SSEEvent]) -> dict[str, str]:
-        blocks: dict[tuple[str, int], list[str]] = {}
-        for event in events:
-            obj = _json_text(event.data)
-            for candidate in _list(obj.get("candidates")) if isinstance(obj, dict) else []:
-                candidate = _d(candidate)
-                index = candidate.get("index") if type(candidate.get("index")) is int else 0
-                for part in _list(_d(candidate.get("content")).get("parts")):
-                    part = _d(part)
-                    if isinstance(text := part.get("text"), str) and text:
-                        label = "thinking" if part.get("thought") else "text"
-                        blocks.setdefault((label, index), []).append(_text(text))
-        return _join(blocks)
 
     def recognises(self, name: str | None, obj: object, data: str) -> int:
         if isinstance(obj, dict) and (isinstance(obj.get("candidates"), list)

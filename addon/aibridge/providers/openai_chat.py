@@ -13,8 +13,6 @@ from aibridge.providers.jsonfields import (
     _content_text,
     _d,
     _idx,
-    _join,
-    _json_text,
     _last,
     _list,
     _n,
@@ -28,7 +26,6 @@ from aibridge.providers.sse_shortcut import Shortcut
 from aibridge.providers.stream import StreamAccumulator
 from aibridge.providers.texts import TextSlot, text_parts
 from aibridge.providers.tooluse import ToolWire
-from aibridge.sse import SSEEvent
 from aibridge.summary import ResponseSummary, ToolCall
 
 
@@ -54,6 +51,11 @@ def _tool_parts(call: dict) -> tuple[str | None, str | None, str]:
     return _s(call.get("id")), _s(function.get("name")), _text(function.get("arguments"))
 
 
+# Output text of a delta: its key, and the label it is assembled under (in this order).
+_DELTA_TEXTS = (("content", "text"), ("reasoning_content", "thinking"),
+                ("reasoning", "thinking"), ("refusal", "refusal"))
+
+
 class ChatAccumulator(StreamAccumulator):
     """Untyped chunks, then `[DONE]`."""
 
@@ -63,6 +65,10 @@ class ChatAccumulator(StreamAccumulator):
         s = self._summary
         if isinstance(error := obj.get("error"), dict):
             _set_error(s, _s(error.get("message")), _s(error.get("type")) or _s(error.get("code")))
+            if self._assembly is not None:  # text beside an error is still output
+                for choice in _list(obj.get("choices")):
+                    if isinstance(choice, dict) and isinstance(delta := choice.get("delta"), dict):
+                        self._delta_texts(_idx(choice.get("index")), delta)
             return
         if s.model is None:
             s.model = _s(obj.get("model"))
@@ -80,6 +86,8 @@ class ChatAccumulator(StreamAccumulator):
                         if self.first_token_at is None:
                             self._output()
                         s.text_chars += len(content)
+                    if self._assembly is not None:
+                        self._delta_texts(_idx(choice.get("index")), delta)
                     calls = delta.get("tool_calls")
                     if calls and isinstance(calls, list):
                         self._tools_delta(_idx(choice.get("index")), calls)
@@ -89,6 +97,12 @@ class ChatAccumulator(StreamAccumulator):
                     s.completed = True
         if isinstance(usage := obj.get("usage"), dict):
             _usage(s, usage)
+
+    def _delta_texts(self, index: int, delta: dict) -> None:
+        add = self._assembly.add  # type: ignore[union-attr]
+        for key, label in _DELTA_TEXTS:
+            if isinstance(piece := delta.get(key), str) and piece:
+                add((label, index), piece)
 
     def _tools_delta(self, choice_index: int, calls: list) -> None:
         self._output()
@@ -118,6 +132,9 @@ class ChatAccumulator(StreamAccumulator):
         finish = choice.get("finish_reason")
         if finish and isinstance(finish, str):
             return None
+        if any(isinstance(piece := delta.get(key), str) and piece
+               for key, _ in _DELTA_TEXTS[1:]):
+            return None  # reasoning or refusal text beside it: not text-only
         content = delta.get("content")
         calls = delta.get("tool_calls")
         if not (calls and isinstance(calls, list)):
@@ -126,6 +143,7 @@ class ChatAccumulator(StreamAccumulator):
             ) is None:
                 return None
             shortcut.counts = True
+            shortcut.block = ("text", _idx(choice.get("index")))
             return shortcut
         if (content and isinstance(content, str)) or len(calls) != 1:
             return None
@@ -189,24 +207,6 @@ class ChatCompletions(WireApi):
             if _role(message) == "user":
                 return _content_text(message.get("content"), "text") or None
         return None
-
-    def assembled_text(self, events: list[SSEEvent]) -> dict[str, str]:
-        blocks: dict[tuple[str, int], list[str]] = {}
-        for event in events:
-            obj = _json_text(event.data)
-            choices = obj.get("choices") if isinstance(obj, dict) else None
-            if not isinstance(choices, list):
-                continue
-            for choice in choices:
-                delta = choice.get("delta") if isinstance(choice, dict) else None
-                if not isinstance(delta, dict):
-                    continue
-                index = _idx(choice.get("index"))
-                for key, label in (("content", "text"), ("reasoning_content", "thinking"),
-                                   ("reasoning", "thinking"), ("refusal", "refusal")):
-                    if isinstance(piece := delta.get(key), str) and piece:
-                        blocks.setdefault((label, index), []).append(piece)
-        return _join(blocks)
 
     def recognises(self, name: str | None, obj: object, data: str) -> int:
         if data == "[DONE]":

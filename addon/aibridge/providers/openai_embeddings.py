@@ -15,7 +15,6 @@ from aibridge.providers.base import NO_PARAMS, RequestInfo, WireApi
 from aibridge.providers.jsonfields import UNKNOWN_MODEL, _d, _n, _put_extra, _s, _set_error
 from aibridge.providers.stream import StreamAccumulator
 from aibridge.providers.texts import TextSlot
-from aibridge.sse import SSEEvent
 from aibridge.summary import ResponseSummary
 
 
@@ -65,9 +64,6 @@ class Embeddings(WireApi):
             texts = [item for item in inputs if isinstance(item, str)]
             return "\n".join(texts) or None
         return None
-
-    def assembled_text(self, events: list[SSEEvent]) -> dict[str, str]:
-        return {}
 
     def recognises(self, name: str | None, obj: object, data: str) -> int:
         return 0

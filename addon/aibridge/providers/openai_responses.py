@@ -11,8 +11,6 @@ from aibridge.providers.jsonfields import (
     _content_text,
     _d,
     _idx,
-    _join,
-    _json_text,
     _last,
     _list,
     _n,
@@ -26,7 +24,6 @@ from aibridge.providers.responses_tools import RESPONSES_TOOLS
 from aibridge.providers.stream import StreamAccumulator
 from aibridge.providers.texts import TextSlot, strings, text_parts
 from aibridge.providers.tooluse import ToolWire
-from aibridge.sse import SSEEvent
 from aibridge.summary import ResponseSummary, ToolCall
 
 _TOOL_ITEMS = {"function_call": "arguments", "custom_tool_call": "input"}
@@ -46,6 +43,11 @@ def _usage(s: ResponseSummary, usage: dict) -> None:
     s.cache_read_tokens = _n(_d(usage.get("input_tokens_details")).get("cached_tokens"))
     output = _d(usage.get("output_tokens_details"))
     _put_extra(s, "output_reasoning", output.get("reasoning_tokens"))
+
+
+def _block_index(obj: dict) -> int:
+    """The output text block of a delta: its output item and content part."""
+    return _idx(obj.get("output_index")) * 1000 + _idx(obj.get("content_index"))
 
 
 def _tool_field(item: dict) -> str | None:
@@ -79,6 +81,8 @@ class ResponsesAccumulator(StreamAccumulator):
                 self._output()
             if isinstance(delta := obj.get("delta"), str):
                 s.text_chars += len(delta)
+                if self._assembly is not None:
+                    self._assembly.add(("text", _block_index(obj)), delta)
         elif kind.endswith(".delta"):
             self._output()
             if kind in (
@@ -86,6 +90,9 @@ class ResponsesAccumulator(StreamAccumulator):
                 "response.custom_tool_call_input.delta",
             ):
                 self._append_args((_idx(obj.get("output_index")),), _text(obj.get("delta")))
+            elif (self._assembly is not None and (label := _DELTAS.get(kind))
+                  and isinstance(delta := obj.get("delta"), str)):
+                self._assembly.add((label, _block_index(obj)), delta)
         elif kind in ("response.output_item.added", "response.output_item.done"):
             self._item(_idx(obj.get("output_index")), _d(obj.get("item")))
         elif kind in _LIFECYCLE:
@@ -95,9 +102,21 @@ class ResponsesAccumulator(StreamAccumulator):
                 # The final output is authoritative (and all we get if items were skipped).
                 for index, item in enumerate(_list(response.get("output"))):
                     self._item(index, _d(item))
+                if self._assembly is not None:
+                    self._final_text(response)
                 s.completed = kind != "response.failed"
         elif kind == "error":
             _set_error(s, _s(obj.get("message")), _s(obj.get("code")))
+
+    def _final_text(self, response: dict) -> None:
+        """The final output's text: what the client got if the text deltas were skipped (or
+        never sent), so it stands in for them only then."""
+        for i, item in enumerate(_list(response.get("output"))):
+            content = item.get("content") if isinstance(item, dict) else None
+            for j, part in enumerate(_list(content)):
+                if (isinstance(part, dict) and part.get("type") == "output_text"
+                        and isinstance(text := part.get("text"), str)):
+                    self._assembly.add_final(("text", i * 1000 + j), text)  # type: ignore[union-attr]
 
     def _item(self, index: int, item: dict) -> None:
         field = _tool_field(item)
@@ -177,32 +196,6 @@ class Responses(WireApi):
             if _role(item) == "user":
                 return _content_text(item.get("content"), "input_text") or None
         return None
-
-    def assembled_text(self, events: list[SSEEvent]) -> dict[str, str]:
-        blocks: dict[tuple[str, int], list[str]] = {}
-        final: dict[tuple[str, int], list[str]] = {}
-        for event in events:
-            obj = _json_text(event.data)
-            if not isinstance(obj, dict):
-                continue
-            kind = obj.get("type")
-            kind = kind if isinstance(kind, str) and kind else event.event
-            if (label := _DELTAS.get(kind or "")) and isinstance(delta := obj.get("delta"), str):
-                index = _idx(obj.get("output_index")) * 1000 + _idx(obj.get("content_index"))
-                blocks.setdefault((label, index), []).append(delta)
-            elif kind in TERMINAL:
-                response = obj.get("response")
-                output = response.get("output") if isinstance(response, dict) else None
-                for i, item in enumerate(output if isinstance(output, list) else []):
-                    content = item.get("content") if isinstance(item, dict) else None
-                    for j, part in enumerate(content if isinstance(content, list) else []):
-                        if (isinstance(part, dict) and part.get("type") == "output_text"
-                                and isinstance(text := part.get("text"), str)):
-                            final.setdefault(("text", i * 1000 + j), []).append(text)
-        # The final output is what the client got if the deltas were skipped (or never sent).
-        if not any(label == "text" for label, _ in blocks):
-            blocks.update(final)
-        return _join(blocks)
 
     def recognises(self, name: str | None, obj: object, data: str) -> int:
         kind = obj.get("type") if isinstance(obj, dict) else None

@@ -28,15 +28,17 @@ class Shortcut:
     bytes (`suffix`; or `middle`, alphanumeric padding and `suffix` when the template had an
     "obfuscation" string after the text) parses to the template's object with only that
     string changed, so its effect is known without parsing it: output, plus the string's
-    exact length in text_chars or the string appended to a tool call's arguments. Only the
-    string literal itself is decoded (which also validates it).
+    exact length in text_chars or the string appended to a tool call's arguments, and the
+    string added to its block of the output text (`block`) when the accumulator assembles
+    it. Only the string literal itself is decoded (which also validates it).
 
     `build` only accepts templates where this reasoning holds: no backslash outside the
     string (so no key is spelled with escapes), the string's key occurring exactly once,
     and the decoded literal equal to the value the parser saw under that key.
     """
 
-    __slots__ = ("always_output", "args_key", "counts", "middle", "prefix", "start", "suffix")
+    __slots__ = ("always_output", "args_key", "block", "counts", "middle", "prefix", "start",
+                 "suffix")
 
     def __init__(self, prefix: bytes, middle: bytes | None, suffix: bytes) -> None:
         self.prefix = prefix  # ends with the string's opening quote
@@ -44,8 +46,10 @@ class Shortcut:
         self.middle = middle  # from the string's closing quote to the padding's opening one
         self.suffix = suffix  # from the closing quote (of the padding, if any) to the end
         self.counts = False  # the string is output text: add its length to text_chars
-        self.always_output = False  # output even if the string is empty
+        self.always_output = False  # output (and its block opened) even if the string is empty
         self.args_key: tuple[int, ...] | None = None  # the string is a tool-arguments piece
+        # The string is output text of this (label, index) block (providers.assembly).
+        self.block: tuple[str, int] | None = None
 
     @staticmethod
     def build(data: bytes, key: bytes, value: str) -> Shortcut | None:

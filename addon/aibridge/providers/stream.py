@@ -13,6 +13,11 @@ as time to first token.
 JSON is read with jiter (json.loads where jiter refuses, so verdicts never differ), and an event
 that repeats the bytes of a text-only event seen just before except for its text skips JSON
 parsing altogether (`sse_shortcut.Shortcut`, for APIs that implement `_learn`).
+
+`collect_text` makes the accumulator also put the output text together as it streams
+(`assembled`: "text", "thinking", "refusal"; see providers.assembly), for secret scanning of
+model output and for viewers (`WireApi.assembled_text`). It is off by default: a stream nobody
+reads the text of pays one None check per output event.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+from aibridge.providers.assembly import MAX_OUTPUT_CHARS, TextAssembly
 from aibridge.providers.jsonfields import _json_str, _json_text, _loads, _set_error
 from aibridge.providers.sse_shortcut import SHORTCUT_BUILDS, Shortcut
 from aibridge.sse import RawEvent, SSEEvent
@@ -42,6 +48,8 @@ class StreamAccumulator:
         self._shortcut: Shortcut | None = None
         self._builds = SHORTCUT_BUILDS if type(self)._learn is not StreamAccumulator._learn else 0
         self._done_text = self.done_marker.decode() if self.done_marker else None
+        # The output text, when asked for (`collect_text`); `_handle` and shortcuts add to it.
+        self._assembly: TextAssembly | None = None
 
     def _handle(self, name: str | None, obj: dict) -> None:
         raise NotImplementedError
@@ -49,6 +57,21 @@ class StreamAccumulator:
     def _learn(self, data: bytes, obj: dict) -> Shortcut | None:
         """A shortcut for events like this one (`data` parsed to `obj`), if it is text-only."""
         return None
+
+    def collect_text(self, limit: int | None = MAX_OUTPUT_CHARS) -> None:
+        """Put the output text together from now on, up to `limit` characters (None: no
+        limit, for a body already in memory). Call before feeding."""
+        self._assembly = TextAssembly(limit)
+
+    def assembled(self) -> dict[str, str]:
+        """The output text so far by label ("text", "thinking", "refusal"), each label's
+        blocks in index order, one per paragraph; {} unless collecting."""
+        return self._assembly.assembled() if self._assembly is not None else {}
+
+    @property
+    def text_truncated(self) -> bool:
+        """The output text passed the collecting limit: `assembled` lacks the rest."""
+        return self._assembly is not None and self._assembly.truncated
 
     @property
     def summary(self) -> ResponseSummary:
@@ -81,14 +104,18 @@ class StreamAccumulator:
         done = self.done_marker
         loads = _loads
         shortcut = self._shortcut
+        assembly = self._assembly
         for name, data, _ in events:
             if (
                 shortcut is not None
                 and data.startswith(shortcut.prefix)
                 and (piece := shortcut.string(data)) is not None
             ):
-                if self.first_token_at is None and (piece or shortcut.always_output):
-                    self.first_token_at = time.monotonic()
+                if piece or shortcut.always_output:
+                    if self.first_token_at is None:
+                        self.first_token_at = time.monotonic()
+                    if assembly is not None and (block := shortcut.block) is not None:
+                        assembly.add(block, piece)
                 if shortcut.counts:
                     s.text_chars += len(piece)
                 elif shortcut.args_key is not None:

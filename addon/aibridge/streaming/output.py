@@ -1,18 +1,17 @@
 """What the model produced, as texts to scan for secrets once an answer is whole: the text
-(and thinking) a stream assembles to, the arguments of the tool calls it made, or every string
-of a JSON answer. Read from what the tap or the socket session kept; the answer itself is
-never changed."""
+(and thinking) a stream assembled to, the arguments of the tool calls it made, or every string
+of a JSON answer. Read from what the tap's or the socket session's accumulator put together
+while the answer streamed; the answer itself is never changed."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 
 from mitmproxy import http
 
 from aibridge.providers.base import WireApi
 from aibridge.providers.jsonfields import json_loads
 from aibridge.providers.texts import strings
-from aibridge.sse import SSEEvent
 from aibridge.streaming.tap import StreamTap
 from aibridge.summary import ResponseSummary
 
@@ -25,10 +24,8 @@ def texts(api: WireApi | None, tap: StreamTap | None, summary: ResponseSummary |
     if api is None:
         return []
     if tap is not None:
-        if tap.kept is None:
-            return []
-        events = [SSEEvent(name, data.decode("utf-8", "replace")) for name, data, _ in tap.kept]
-        return socket_texts(api, events, summary)
+        assembled = tap.kept
+        return [] if assembled is None else stream_texts(assembled, summary)
     if response is None or not 200 <= response.status_code < 300:
         return []
     try:
@@ -38,11 +35,10 @@ def texts(api: WireApi | None, tap: StreamTap | None, summary: ResponseSummary |
     return [(slot.where, slot.text) for slot in strings(body, "model output")]
 
 
-def socket_texts(api: WireApi, events: Sequence[SSEEvent],
-                 summary: ResponseSummary | None) -> Texts:
-    """A streamed answer: its assembled output, then its tool calls' arguments."""
-    found = [(_LABELS.get(label, f"model {label}"), text)
-             for label, text in api.assembled_text(list(events)).items()]
+def stream_texts(assembled: Mapping[str, str], summary: ResponseSummary | None) -> Texts:
+    """A streamed answer: its assembled output (`StreamAccumulator.assembled`), then its tool
+    calls' arguments."""
+    found = [(_LABELS.get(label, f"model {label}"), text) for label, text in assembled.items()]
     for call in summary.tool_calls if summary is not None else ():
         found.append((f"tool call {call.id or '?'} in the response", call.arguments))
     return found

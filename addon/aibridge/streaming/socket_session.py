@@ -26,8 +26,6 @@ from aibridge.sse import SSEEvent
 from aibridge.summary import ResponseSummary
 from aibridge.textsafe import storable
 
-MAX_KEPT_CHARS = 4 << 20  # of server frames kept per response for a look at its output
-
 
 class Opened(NamedTuple):
     interception: Interception
@@ -45,7 +43,8 @@ class Finished:
     time_to_first_token: float | None
     circuit: Admission | None = None  # the circuit breaker slot the response held
     api: WireApi | None = None
-    events: list[SSEEvent] | None = None  # the server's frames, when the output is scanned
+    # The output text by label ("text", "thinking", "refusal"), when the output is scanned.
+    output: dict[str, str] | None = None
 
 
 @dataclass
@@ -55,14 +54,14 @@ class _Open:
     started_mono: float = field(default_factory=time.monotonic)
     circuit: Admission | None = None
     warmup: bool = False
-    events: list[SSEEvent] | None = None  # kept for a look at the whole output
-    kept_bytes: int = 0
+    keeps_output: bool = False  # the accumulator puts the output text together
 
     def finished(self, outcome: str, reason: str | None, api: WireApi | None = None) -> Finished:
         first = self.accumulator.first_token_at
         ttft = max(0.0, first - self.started_mono) if first is not None else None
         return Finished(self.interception, self.accumulator.summary, outcome, reason, ttft,
-                        self.circuit, api, self.events)
+                        self.circuit, api,
+                        self.accumulator.assembled() if self.keeps_output else None)
 
 
 class SocketSession:
@@ -71,7 +70,7 @@ class SocketSession:
                  credential: CredentialInfo, client: ClientInfo, user_agent: str | None,
                  server: tuple[str, int], *, keep_output: bool = False) -> None:
         self.api = api
-        self.keep_output = keep_output  # the server's frames, for secret scanning of output
+        self.keep_output = keep_output  # the output text, for secret scanning of output
         self.provider, self.provider_type, self.route_path = provider, provider_type, route_path
         self.actor, self.credential = actor, credential
         self.client, self.user_agent, self.server = client, user_agent, server
@@ -96,9 +95,11 @@ class SocketSession:
             credential=self.credential,
             correlating_tool_call_id=(storable(info.correlating_tool_call_id)
                                       if info.correlating_tool_call_id else None))
-        self._open.append(_Open(interception, self.api.accumulator(),
-                                warmup=body.get("generate") is False,
-                                events=[] if self.keep_output else None))
+        accumulator = self.api.accumulator()
+        if self.keep_output:
+            accumulator.collect_text()
+        self._open.append(_Open(interception, accumulator, warmup=body.get("generate") is False,
+                                keeps_output=self.keep_output))
         return Opened(interception, frame, body, info)
 
     def admitted(self, interception: Interception, circuit: Admission | None) -> None:
@@ -120,9 +121,6 @@ class SocketSession:
         kind = frame.get("type") if isinstance(frame.get("type"), str) else None
         event = SSEEvent(event=kind, data=text)
         current.accumulator.feed(event)
-        if current.events is not None and current.kept_bytes < MAX_KEPT_CHARS:
-            current.events.append(event)
-            current.kept_bytes += len(text)
         end = self.api.socket_frame_end(frame)
         if end is None:
             return None

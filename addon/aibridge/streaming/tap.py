@@ -4,6 +4,9 @@ mitmproxy forwards whatever the callable returns, so the tap returns every chunk
 unchanged the moment it gets it and reads a decoded copy on the side. Parsing is best
 effort: the first exception switches the tap to pure pass-through and is kept in
 `parse_error`, so a parser bug or an undecodable body can never break a user's stream.
+
+With `keep_events` (secret scanning of model output) the accumulator also puts the output text
+together as the events pass (`kept`); no event is kept and nothing is parsed twice.
 """
 
 from __future__ import annotations
@@ -14,11 +17,10 @@ from collections.abc import Callable
 from typing import Any
 
 from aibridge.providers.base import WireApi
-from aibridge.sse import BodyDecoder, RawEvent
+from aibridge.sse import BodyDecoder
 from aibridge.summary import ResponseSummary
 
 log = logging.getLogger(__name__)
-MAX_KEPT_BYTES = 4 << 20  # of event data kept for a look at the whole output
 
 
 class StreamTap:
@@ -48,16 +50,21 @@ class StreamTap:
         self._decode = None if self._decoder.identity else self._decoder.decode
         self._parse = self._parser.feed_raw
         self._feed_events = self._accumulator.feed_raw
-        # The events themselves, for a look at the whole output once it ended (secret scanning
-        # of model output); bounded, and not kept at all unless asked.
-        self.kept: list[RawEvent] | None = None
+        # The output text, for a look at the whole output once it ended (secret scanning of
+        # model output); bounded (providers.assembly), and not collected at all unless asked.
+        self._keeps = keep_events
         if keep_events:
-            self.kept, self._kept_bytes = [], 0
-            self._feed_events = self._keep_and_feed
+            self._accumulator.collect_text()
 
     @property
     def summary(self) -> ResponseSummary:
         return self._accumulator.summary
+
+    @property
+    def kept(self) -> dict[str, str] | None:
+        """The output text so far by label ("text", "thinking", "refusal"); None unless the
+        tap was asked to keep it."""
+        return self._accumulator.assembled() if self._keeps else None
 
     @property
     def first_token_at(self) -> float | None:
@@ -118,12 +125,6 @@ class StreamTap:
         events = self._parser.feed_raw(self._decoder.flush())
         events += self._parser.flush_raw()
         self._feed_events(events)
-
-    def _keep_and_feed(self, events: list[RawEvent]) -> None:
-        if self.kept is not None and self._kept_bytes < MAX_KEPT_BYTES:
-            self.kept += events
-            self._kept_bytes += sum(len(event[1]) for event in events)
-        self._accumulator.feed_raw(events)
 
     def _fail(self, error: Exception) -> None:
         self.parse_error = f"{type(error).__name__}: {error}"
