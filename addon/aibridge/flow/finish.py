@@ -4,7 +4,6 @@ WebSocket response's last frame. The outcome and the recorded error category are
 
 from __future__ import annotations
 
-import json
 import logging
 
 from mitmproxy import http
@@ -75,7 +74,8 @@ def end(reporter: Reporter, flow: http.HTTPFlow, ex: Exchange,
             passthrough.ended(reporter, flow, ex, outcome=outcome, reason=reason, sent=True,
                               status=flow.response.status_code if flow.response else client_status)
         return
-    summary = summary_of(flow, ex.tap, ex.api)
+    body = output.answer_json(flow.response) if ex.tap is None and ex.api is not None else None
+    summary = summary_of(flow, ex.tap, ex.api, body)
     status = flow.response.status_code if flow.response else client_status
     kind = None
     if outcome != COMPLETED:
@@ -91,7 +91,7 @@ def end(reporter: Reporter, flow: http.HTTPFlow, ex: Exchange,
         ttft = max(0.0, ex.tap.first_token_at - ex.started_mono)
     if reporter.wants_output and summary is not None:
         flowview.secrets(flow, reporter.scan_output(
-            interception, output.texts(ex.api, ex.tap, summary, flow.response)))
+            interception, output.texts(ex.api, ex.tap, summary, body)))
     cost = reporter.price(interception, summary)
     flowview.ended(flow, interception, summary, outcome, reason, cost)
     cred = ex.credential
@@ -165,17 +165,14 @@ def outcome_of(flow: http.HTTPFlow, tap: StreamTap | None, *,
     return COMPLETED, None
 
 
-def summary_of(flow: http.HTTPFlow, tap: StreamTap | None,
-               api: WireApi | None) -> ResponseSummary | None:
+def summary_of(flow: http.HTTPFlow, tap: StreamTap | None, api: WireApi | None,
+               body: object | None) -> ResponseSummary | None:
+    """`body`: the answer's JSON (`output.answer_json`), None when it has none."""
     if tap is not None:
         return tap.summary
-    response = flow.response
-    if api is None or response is None or not 200 <= response.status_code < 300:
+    if api is None or body is None:
         return None
-    try:
-        return api.summarize(json.loads(response.get_content(strict=False) or b""))
-    except ValueError:
-        return None
+    return api.summarize(body)
 
 
 def _overload_status(interception: Interception) -> int | None:

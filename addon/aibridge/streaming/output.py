@@ -20,19 +20,27 @@ _LABELS = {"text": "model output", "thinking": "model thinking", "refusal": "mod
 
 
 def texts(api: WireApi | None, tap: StreamTap | None, summary: ResponseSummary | None,
-          response: http.Response | None) -> Texts:
+          body: object | None) -> Texts:
+    """`body`: a non-streamed 2xx answer's JSON as `answer_json` read it (None: none)."""
     if api is None:
         return []
     if tap is not None:
         assembled = tap.kept
         return [] if assembled is None else stream_texts(assembled, summary)
-    if response is None or not 200 <= response.status_code < 300:
-        return []
-    try:
-        body = json_loads(response.get_content(strict=False) or b"")
-    except (ValueError, UnicodeDecodeError, RecursionError):
+    if body is None:
         return []
     return [(slot.where, slot.text) for slot in strings(body, "model output")]
+
+
+def answer_json(response: http.Response | None) -> object | None:
+    """A non-streamed 2xx answer's JSON, read once for its summary and its output; None for
+    any other answer, or one that is not JSON."""
+    if response is None or not 200 <= response.status_code < 300:
+        return None
+    try:
+        return json_loads(response.get_content(strict=False) or b"")
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
 
 
 def stream_texts(assembled: Mapping[str, str], summary: ResponseSummary | None) -> Texts:
