@@ -28,6 +28,8 @@ import binascii
 import json
 import math
 import re
+import re._constants as _sre_constants
+import re._parser as _sre_parse
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -64,6 +66,21 @@ class Rule:
                     for v in (word, word.lower(), word.upper(), word.capitalize())}
         object.__setattr__(self, "_anchors", tuple(sorted(variants)))
 
+    def needles(self) -> tuple[str, ...] | None:
+        """Strings one of which every text this rule finds a secret in holds (compared
+        case-sensitively), or None when there is no such list: its keywords, its anchor words
+        as `_anchored` looks for them, or the literals its patterns start with."""
+        if self.keywords:
+            return self.keywords
+        if self.anchor:
+            return self._anchors  # type: ignore[attr-defined]
+        found: list[str] = []
+        for pattern in self.patterns:
+            if not (prefixes := literal_prefixes(pattern)):
+                return None
+            found += prefixes
+        return tuple(dict.fromkeys(found))
+
     def spans(self, text: str) -> list[tuple[int, int]]:
         """Where the rule's secrets are in `text` (before the allowlist)."""
         if self.keywords and not any(word in text for word in self.keywords):
@@ -91,6 +108,52 @@ class Rule:
                 if (m := pattern.match(text, at)) is not None:
                     yield m
                 at = text.find(word, at + 1)
+
+
+MAX_PREFIXES = 64  # alternatives a pattern's literal starts are expanded to, at most
+
+
+def literal_prefixes(pattern: re.Pattern[str]) -> tuple[str, ...]:
+    """Literal texts one of which every match of `pattern` starts with; () when there is no
+    such list (the pattern may start with anything, or ignores case). Read from the regex
+    engine's own parse: literals, groups, alternatives (`(?:ghp|gho)_`), zero-width
+    assertions skipped; it stops at the first item that is none of these."""
+    if pattern.flags & re.IGNORECASE:
+        return ()
+    try:
+        found, _ = _starts(list(_sre_parse.parse(pattern.pattern, pattern.flags)))
+    except Exception:  # a private module's shape changed: no list, never a wrong one
+        return ()
+    return () if "" in found else tuple(dict.fromkeys(found))
+
+
+def _starts(items: list) -> tuple[list[str], bool]:
+    """(the literal starts of `items`, whether each covers all of `items`)."""
+    C = _sre_constants
+    starts = [""]
+    for op, arg in items:
+        if op is C.LITERAL:
+            starts = [s + chr(arg) for s in starts]
+            continue
+        if op in (C.ASSERT, C.ASSERT_NOT, C.AT):
+            continue  # consumes nothing: what follows it follows the literal before it
+        if op is C.SUBPATTERN and not arg[1] & re.IGNORECASE:
+            inner, whole = _starts(list(arg[3]))
+        elif op is C.BRANCH:
+            alternatives = [_starts(list(alternative)) for alternative in arg[1]]
+            inner = [s for found, _ in alternatives for s in found]
+            whole = all(w for _, w in alternatives)
+        elif op is C.IN and arg and all(kind is C.LITERAL for kind, _ in arg):
+            inner, whole = [chr(code) for _, code in arg], True  # [pour]: one of these
+        else:
+            return starts, False
+        combined = [s + t for s in starts for t in inner]
+        if len(combined) > MAX_PREFIXES:
+            return starts, False
+        starts = combined
+        if not whole:
+            return starts, False
+    return starts, True
 
 
 # Not followed by another character of the token: a longer token is not cut. (Not preceded
