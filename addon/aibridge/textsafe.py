@@ -34,7 +34,18 @@ def storable_tree(value: Any) -> Any:
     if isinstance(value, str):
         return value if value.isascii() else storable(value)
     if isinstance(value, dict):
-        return {storable_tree(k): storable_tree(v) for k, v in value.items()}
+        # Inline for the common leaves: this runs on every interception's metadata.
+        out = {}
+        for key, item in value.items():
+            if isinstance(key, str) and not key.isascii():
+                key = storable(key)
+            if isinstance(item, str):
+                out[key] = item if item.isascii() else storable(item)
+            elif isinstance(item, dict | list | tuple):
+                out[key] = storable_tree(item)
+            else:
+                out[key] = item
+        return out
     if isinstance(value, list | tuple):
         return [storable_tree(v) for v in value]
     return value
