@@ -27,6 +27,7 @@ from aibridge.admission.budgets import (
 from aibridge.admission.matching import Matcher, RuleIndex, value_matches
 from aibridge.admission.periods import Period, span_of
 from aibridge.admission.pipeline import Candidate, Pipeline
+from aibridge.admission.steps import Quotas
 from aibridge.config import BridgeConfig, BudgetConfig, BudgetsSettings, MatchConfig, PriceConfig
 from aibridge.errors.shapes import ANTHROPIC_ERRORS
 from aibridge.intercept import Actor, ResponseError
@@ -34,7 +35,7 @@ from aibridge.pricing import PriceBook
 from aibridge.providers import build_registry
 from aibridge.providers.base import RequestInfo
 from aibridge.recording.spend import SpendRow
-from aibridge.state.ledger import Usage
+from aibridge.state.ledger import Held, Usage
 from aibridge.state.memory import MemoryState
 
 ALICE = Actor("alice", {"Team": "ml", "Username": "alice"})
@@ -237,7 +238,7 @@ def test_the_step_reserves_and_a_later_refusal_releases():
     registry = build_registry(BridgeConfig(), Path("/nonexistent"), environ={})
     provider = registry.for_host("api.openai.com")
     b = book()
-    step = Budgets(b)
+    step = Quotas([Budgets(b)])
 
     class Refuse:
         def admit(self, candidate):
@@ -257,4 +258,5 @@ def test_the_step_reserves_and_a_later_refusal_releases():
     [spent_key] = [x.key(x.period.span(time.time())) for x in b.budgets]
     assert b.state.balance(spent_key).reserved == 0
     Pipeline([step]).admit(candidate)
-    assert len(candidate.holds) == 1 and isinstance(candidate.holds[0], Reservation)
+    [held] = candidate.holds
+    assert isinstance(held, Held) and [type(p) for p in held.parts] == [Reservation]

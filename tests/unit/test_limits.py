@@ -11,12 +11,13 @@ import pytest
 
 from aibridge.admission.limits import LimitBook, LimitHold, RateLimits
 from aibridge.admission.pipeline import Candidate, Pipeline
+from aibridge.admission.steps import Quotas
 from aibridge.config import BridgeConfig, LimitConfig, MatchConfig
 from aibridge.errors.shapes import ANTHROPIC_ERRORS
 from aibridge.intercept import Actor, ResponseError
 from aibridge.providers import build_registry
 from aibridge.providers.base import RequestInfo
-from aibridge.state.ledger import Usage
+from aibridge.state.ledger import Held, Usage
 from aibridge.state.memory import MemoryState
 
 ALICE = Actor("alice", {"Team": "ml"})
@@ -99,7 +100,7 @@ def test_the_step_in_a_pipeline():
     registry = build_registry(BridgeConfig(), Path("/nonexistent"), environ={})
     provider = registry.for_host("api.openai.com")
     book = limits(LimitConfig(name="one", rpm=1))
-    step = RateLimits(book)
+    step = Quotas([RateLimits(book)])
 
     def candidate() -> Candidate:
         return Candidate(provider, provider.match("POST", "/v1/chat/completions"),
@@ -119,7 +120,8 @@ def test_the_step_in_a_pipeline():
     assert c.holds == []  # released: the refused request did not count
     c = candidate()
     Pipeline([step]).admit(c)
-    assert [type(h) for h in c.holds] == [LimitHold]
+    [held] = c.holds
+    assert isinstance(held, Held) and [type(p) for p in held.parts] == [LimitHold]
     with pytest.raises(ResponseError, match="rate limit"):
         Pipeline([step]).admit(candidate())
     no_actor = candidate()

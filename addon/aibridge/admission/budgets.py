@@ -10,7 +10,9 @@ estimated input (the body's size, `BYTES_PER_TOKEN` bytes a token) and all the o
 ask for (`max_tokens`, `max_output_tokens`, `max_completion_tokens`, else `[budgets_settings]
 default_output_tokens`) at the model's price. When it ends, the reservation is replaced by the
 recorded cost (state/ledger.py). So a burst of concurrent requests cannot overshoot a budget by
-more than the worst cases of the requests in flight when it ran out.
+more than the worst cases of the requests in flight when it ran out. The reservations are a
+claim (admission/steps.py's `Quotas` runs them with the rate limits' as one batch of the
+state store), and their settlement is one batch with the limits' too.
 
 A model without a price reserves nothing and is charged nothing (its cost is recorded as
 unknown, never as zero), unless `[budgets_settings] unpriced = "refuse"`, which refuses it
@@ -23,6 +25,7 @@ path: `notify` only queues it).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -36,13 +39,23 @@ from pathlib import Path
 from aibridge.admission.matching import Matcher, RuleIndex, describe_actor
 from aibridge.admission.periods import Period, Span, iso
 from aibridge.admission.pipeline import Candidate
+from aibridge.admission.steps import take
 from aibridge.config import BudgetConfig, BudgetsSettings
 from aibridge.intercept import OPENAI_ERR_TYPE_PERMISSION, Actor, ResponseError, new_response_error
 from aibridge.pricing import PriceBook
 from aibridge.recording.connection import recording_connection
 from aibridge.recording.spend import SpendRow, spend_rows
-from aibridge.state.ledger import Notice, Usage
-from aibridge.state.store import StateStore, from_nanos, to_nanos
+from aibridge.state.ledger import NOTHING, Ending, Notice, Usage, finish
+from aibridge.state.store import (
+    Balance,
+    Reserve,
+    Settle,
+    Settled,
+    StateStore,
+    Unreserve,
+    from_nanos,
+    to_nanos,
+)
 
 logger = logging.getLogger("aibridge")
 BYTES_PER_TOKEN = 4  # what a token of English text or JSON takes, roughly
@@ -63,14 +76,17 @@ class Budget:
     limit_usd: Decimal
     warn_at: tuple[float, ...]
     fingerprint: str  # of what it counts (whom, which models, which period)
+    marks: tuple[tuple[str, int], ...]  # (mark, nano-USD): crossings noticed once a period
 
     @classmethod
     def build(cls, config: BudgetConfig, team_key: str) -> Budget:
         matcher = Matcher.build(config.match, config.provider, config.model, team_key)
+        limit = to_nanos(config.limit_usd)
+        marks = tuple((f"warn:{share}", _threshold(limit, share)) for share in config.warn_at)
         return cls(name=config.name, matcher=matcher, period=Period(config.period),
-                   limit=to_nanos(config.limit_usd), limit_usd=config.limit_usd,
-                   warn_at=tuple(config.warn_at),
-                   fingerprint=matcher.fingerprint(config.period))
+                   limit=limit, limit_usd=config.limit_usd, warn_at=tuple(config.warn_at),
+                   fingerprint=matcher.fingerprint(config.period),
+                   marks=(*marks, ("spent", limit)))
 
     def key(self, span: Span) -> str:
         return f"budget:{self.name}:{self.fingerprint}:{span.label}"
@@ -100,22 +116,21 @@ class BudgetBook:
                 continue
             balance = self.state.prime(key, to_nanos(spent(budget, span)),
                                        expires_at=span.end + KEY_MARGIN)
-            for share in budget.warn_at:
-                if balance.spent >= _threshold(budget, share):
-                    self.state.mark_once(key, f"warn:{share}")
-            if balance.spent >= budget.limit:
-                self.state.mark_once(key, "spent")
+            for mark, threshold in budget.marks:
+                if balance.spent >= threshold:
+                    self.state.mark_once(key, mark)
             primed += 1
         return primed
 
-    def reserve(self, actor: Actor, provider: str, provider_type: str, model: str,
-                body: Mapping[str, object], body_bytes: int,
-                now: float | None = None) -> list[Reservation]:
-        """Reservations on every budget that applies, or `ResponseError` (403) for the first
-        that is spent (nothing stays reserved then)."""
+    def claim(self, actor: Actor, provider: str, provider_type: str, model: str,
+              body: Mapping[str, object], body_bytes: int,
+              now: float | None = None) -> BudgetClaim | None:
+        """A reservation at the request's worst case on every budget that applies (None:
+        none does), or `ResponseError` (403) at once for an unpriced model under
+        `unpriced = "refuse"`."""
         budgets = self.index.find(actor, provider, model)
         if not budgets:
-            return []
+            return None
         now = time.time() if now is None else now
         amount = self.worst_case(provider, provider_type, model, body, body_bytes, now)
         if amount is None and self.settings.unpriced == "refuse":
@@ -123,18 +138,24 @@ class BudgetBook:
                 f'model "{model}" has no price, and budget "{budgets[0].name}" applies to this '
                 "request: the bridge cannot count it (ask for a [prices] entry)",
                 OPENAI_ERR_TYPE_PERMISSION, UNPRICED_MODEL, 403, should_retry=False)
-        taken: list[Reservation] = []
+        spans, ops = [], []
         for budget in budgets:
             span = budget.period.span(now)
-            key = budget.key(span)
-            ok, before = self.state.reserve(key, amount or 0, budget.limit,
-                                            expires_at=span.end + KEY_MARGIN)
-            if not ok:
-                for reservation in taken:
-                    reservation.release()
-                raise spent_error(budget, span, before.spent, before.reserved)
-            taken.append(Reservation(self, budget, span, key, amount or 0, actor))
-        return taken
+            spans.append(span)
+            ops.append(Reserve(budget.key(span), amount or 0, budget.limit,
+                               span.end + KEY_MARGIN))
+        return BudgetClaim(self, self.state, actor, budgets, spans, ops)
+
+    def reserve(self, actor: Actor, provider: str, provider_type: str, model: str,
+                body: Mapping[str, object], body_bytes: int,
+                now: float | None = None) -> list[Reservation]:
+        """Reservations on every budget that applies, or `ResponseError` (403) for the first
+        that is spent (nothing stays reserved then): the claim, run alone."""
+        claim = self.claim(actor, provider, provider_type, model, body, body_bytes, now)
+        if claim is None:
+            return []
+        return [part for held in take([claim]) for part in held.parts
+                if isinstance(part, Reservation)]
 
     def worst_case(self, provider: str, provider_type: str, model: str,
                    body: Mapping[str, object], body_bytes: int, now: float) -> int | None:
@@ -145,22 +166,22 @@ class BudgetBook:
         output = output_bound(body, self.settings.default_output_tokens)
         return to_nanos(rates.worst_case(math.ceil(body_bytes / BYTES_PER_TOKEN), output))
 
-    def settled(self, reservation: Reservation, usage: Usage) -> list[Notice]:
-        budget, key = reservation.budget, reservation.key
-        actual = to_nanos(usage.cost_usd) if usage.cost_usd is not None else 0
-        after = self.state.settle(key, reservation.amount, actual,
-                                  expires_at=reservation.span.end + KEY_MARGIN)
-        if actual <= 0:
-            return []
-        before = after.spent - actual
-        notices = []
-        for share in budget.warn_at:
-            threshold = _threshold(budget, share)
-            if before < threshold <= after.spent and self.state.mark_once(key, f"warn:{share}"):
-                notices.append(self._notice(WARNING, reservation, share, after.spent))
-        if before < budget.limit <= after.spent and self.state.mark_once(key, "spent"):
-            notices.append(self._notice(SPENT, reservation, 1.0, after.spent))
-        return notices
+    def ending(self, reservation: Reservation, usage: Usage) -> Ending:
+        """The reservation replaced by the recorded cost; a threshold the spend crossed (the
+        store marks it once per period) becomes a notice."""
+        actual = _nanos(usage.cost_usd) if usage.cost_usd is not None else 0
+        marks = reservation.budget.marks if actual > 0 else ()
+        settle = Settle(reservation.key, reservation.amount, actual,
+                        reservation.span.end + KEY_MARGIN, marks)
+
+        def read(results: Sequence[object]) -> list[Notice]:
+            [settled] = results
+            assert isinstance(settled, Settled)
+            spent = settled.balance.spent
+            return [self._notice(SPENT, reservation, 1.0, spent) if mark == "spent" else
+                    self._notice(WARNING, reservation, float(mark.removeprefix("warn:")), spent)
+                    for mark in settled.marks]
+        return Ending((settle,), read if marks else None)
 
     def _notice(self, name: str, reservation: Reservation, share: float,
                 spent: int) -> Notice:
@@ -219,9 +240,30 @@ def _day(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d")
 
 
+@dataclass(eq=False, slots=True)
+class BudgetClaim:
+    """The reservations one request asks for (an `admission.steps.Claim`)."""
+
+    book: BudgetBook
+    state: StateStore
+    actor: Actor
+    budgets: Sequence[Budget]
+    spans: list[Span]
+    ops: list[Reserve]
+
+    def refusal(self, index: int, result: object) -> ResponseError:
+        assert isinstance(result, Balance)
+        return spent_error(self.budgets[index], self.spans[index], result.spent,
+                           result.reserved)
+
+    def taken(self, results: Sequence[object]) -> list[Reservation]:
+        return [Reservation(self.book, budget, span, op.key, op.amount, self.actor)
+                for budget, span, op in zip(self.budgets, self.spans, self.ops, strict=True)]
+
+
 @dataclass(eq=False)
 class Reservation:
-    """One budget's hold on one request (a `state.ledger.Hold`)."""
+    """One budget's hold on one request (a `state.ledger.Part`; alone, a `Hold`)."""
 
     book: BudgetBook
     budget: Budget
@@ -231,37 +273,38 @@ class Reservation:
     actor: Actor
     done: bool = False
 
-    def settle(self, usage: Usage) -> Sequence[Notice]:
+    def ending(self, usage: Usage) -> Ending:
         if self.done:
-            return ()
+            return NOTHING
         self.done = True
-        return self.book.settled(self, usage)
+        return self.book.ending(self, usage)
+
+    def giving_back(self) -> Ending:
+        if self.done:
+            return NOTHING
+        self.done = True
+        return Ending((Unreserve(self.key, self.amount),))
+
+    def settle(self, usage: Usage) -> Sequence[Notice]:
+        return finish(self.book.state, [self.ending(usage)])
 
     def release(self) -> None:
-        if not self.done:
-            self.done = True
-            self.book.state.unreserve(self.key, self.amount)
+        finish(self.book.state, [self.giving_back()])
 
 
 @dataclass
 class Budgets:
-    """The admission step: reserve on every matching budget, or refuse with 403."""
+    """The budget policy (an `admission.steps.Quota`, run by the `Quotas` step): reserve on
+    every matching budget, or refuse with 403."""
 
     book: BudgetBook
 
-    def admit(self, candidate: Candidate) -> None:
+    def claim(self, candidate: Candidate) -> BudgetClaim | None:
         if candidate.actor is None or candidate.info is None or candidate.body is None:
-            return
+            return None
         provider = candidate.provider
-        reservations = self.book.reserve(candidate.actor, provider.name, provider.type,
-                                         candidate.info.model, candidate.body,
-                                         body_size(candidate))
-        candidate.holds.extend(reservations)
-
-    def release(self, candidate: Candidate) -> None:
-        for hold in [h for h in candidate.holds if isinstance(h, Reservation)]:
-            hold.release()
-            candidate.holds.remove(hold)
+        return self.book.claim(candidate.actor, provider.name, provider.type,
+                               candidate.info.model, candidate.body, body_size(candidate))
 
 
 def spent_error(budget: Budget, span: Span, spent: int, reserved: int) -> ResponseError:
@@ -304,5 +347,9 @@ def money(nanos: int) -> str:
     return f"${text}"
 
 
-def _threshold(budget: Budget, share: float) -> int:
-    return math.ceil(budget.limit * Decimal(str(share)))
+# The same cost settles every budget of a request: converted once.
+_nanos = functools.lru_cache(maxsize=64)(to_nanos)
+
+
+def _threshold(limit: int, share: float) -> int:
+    return math.ceil(limit * Decimal(str(share)))

@@ -7,8 +7,9 @@ client's answer in the API's own error shape. When a later step refuses, the ear
 `release` runs, newest first, so nothing stays taken for a request that never went upstream.
 
 The order is the policy: cheap, request-independent refusals first, the key choice last (so no
-key is spent on a request some other step refuses). Budgets, rate limits and secret scanning are
-steps of this same list, between the circuit breaker and the credential.
+key is spent on a request some other step refuses). Budgets and rate limits (one step, their
+state work one batch: steps.Quotas) and secret scanning are steps of this same list, between
+the circuit breaker and the credential.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ class Candidate:
     actor: Actor | None = None  # who is calling (budgets and limits match on it)
     body_bytes: int | None = None  # the body's size when known without encoding it again
     # What admission took that the request gives back when it ends (budget reservations,
-    # concurrency slots): kept in the runtime's ledger under its interception's id.
+    # concurrency slots, as one state.ledger.Held): kept in the runtime's ledger under its
+    # interception's id.
     holds: list[Hold] = field(default_factory=list)
     # What secret scanning found and did (admission.secrets.SecretsOutcome), if anything.
     secrets: SecretsOutcome | None = None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from aibridge.admission.body import declared_too_large, parse_json_object, too_large
 from aibridge.admission.credential import resolve_credential
@@ -12,10 +14,13 @@ from aibridge.intercept import (
     OPENAI_ERR_TYPE_INVALID_REQUEST,
     OPENAI_ERR_TYPE_NOT_FOUND,
     OPENAI_ERR_TYPE_PERMISSION,
+    ResponseError,
     new_response_error,
 )
 from aibridge.keys.circuit import CircuitBreakers, circuit_open_error
 from aibridge.providers import BRIDGED, DENIED, INVALID, PASSTHROUGH, UNKNOWN
+from aibridge.state.ledger import Held, Part
+from aibridge.state.store import AdmitOp, StateStore
 
 MAX_HEAD_BYTES = 64 << 10  # provider APIs refuse larger heads anyway; we never forward them
 HTTP1_VERSIONS = frozenset({"HTTP/1.1", "HTTP/1.0"})
@@ -132,6 +137,87 @@ class Circuit(_Step):
             candidate.circuit = None
 
 
+class Claim(Protocol):
+    """What one policy asks of the state store for one request: operations, and how their
+    results read (admission/budgets.py, admission/limits.py)."""
+
+    @property
+    def state(self) -> StateStore: ...
+
+    @property
+    def ops(self) -> Sequence[AdmitOp]: ...
+
+    def refusal(self, index: int, result: object) -> ResponseError:
+        """The client's answer when `ops[index]` refused with `result`."""
+
+    def taken(self, results: Sequence[object]) -> Sequence[Part]:
+        """What the request holds, all of `ops` having passed with `results`."""
+
+
+class Quota(Protocol):
+    def claim(self, candidate: Candidate) -> Claim | None:
+        """What this request asks (None: no rule applies), or `ResponseError` at once for a
+        refusal that needs no state (an unpriced model)."""
+
+
+def take(claims: Sequence[Claim]) -> list[Held]:
+    """Run the claims of one request in order as one batch: what they hold, or the first
+    refusal's error with nothing taken. (Claims over several stores, which one configuration
+    never makes, run one store after the other.)"""
+    state = claims[0].state
+    if len(claims) == 1 or all(claim.state is state for claim in claims):
+        return [_take(state, claims)]
+    held: list[Held] = []
+    try:
+        for claim in claims:
+            held.append(_take(claim.state, [claim]))
+    except ResponseError:
+        for earlier in held:
+            earlier.release()
+        raise
+    return held
+
+
+def _take(state: StateStore, claims: Sequence[Claim]) -> Held:
+    ops: Sequence[AdmitOp] = claims[0].ops
+    if len(claims) > 1:
+        ops = [op for claim in claims for op in claim.ops]
+    refused, results = state.admit(ops)
+    at, parts = 0, []
+    for claim in claims:
+        n = len(claim.ops)
+        if refused is not None and refused < at + n:
+            raise claim.refusal(refused - at, results[-1])
+        parts += claim.taken(results[at:at + n])
+        at += n
+    return Held(state, parts)
+
+
+@dataclass
+class Quotas(_Step):
+    """Budgets, then rate limits (admission/budgets.py, admission/limits.py). Each says what
+    it asks of the state store for this request; the whole is one batch, all or nothing (over
+    Redis, one round trip), and a refusal is the first rule's in that order: a spent budget,
+    then each limit's concurrency, requests and tokens. What the request holds is one `Held`,
+    settled in one batch too when it ends."""
+
+    quotas: Sequence[Quota]
+
+    def admit(self, candidate: Candidate) -> None:
+        claims = []
+        for quota in self.quotas:
+            claim = quota.claim(candidate)
+            if claim is not None:
+                claims.append(claim)
+        if claims:
+            candidate.holds += take(claims)
+
+    def release(self, candidate: Candidate) -> None:
+        for hold in [h for h in candidate.holds if isinstance(h, Held)]:
+            hold.release()
+            candidate.holds.remove(hold)
+
+
 class Credential(_Step):
     """The key that goes upstream: a central one from the pool, or the caller's own."""
 
@@ -154,14 +240,16 @@ class Pipelines:
 
 def pipelines(max_body_bytes: int, breakers: CircuitBreakers | None,
               max_passthrough_body_bytes: int = MAX_PASSTHROUGH_BODY_BYTES, *,
-              budgets: Step | None = None, limits: Step | None = None,
+              budgets: Quota | None = None, limits: Quota | None = None,
               secrets: Step | None = None) -> Pipelines:
     circuit = [Circuit(breakers)] if breakers is not None else []
-    # Budgets (admission/budgets.py), then rate limits (admission/limits.py): a spent budget
-    # is the answer that lasts, so it is given before a wait that would only lead to it.
-    # Secret scanning (admission/secrets.py) comes after them and before the credential: a
-    # blocked request costs no key.
-    policies = [step for step in (budgets, limits, secrets) if step is not None]
+    # Budgets (admission/budgets.py), then rate limits (admission/limits.py), as one step: a
+    # spent budget is the answer that lasts, so it is given before a wait that would only
+    # lead to it. Secret scanning (admission/secrets.py) comes after them and before the
+    # credential: a blocked request costs no key.
+    quotas = [quota for quota in (budgets, limits) if quota is not None]
+    policies: list[Step] = [Quotas(quotas)] if quotas else []
+    policies += [secrets] if secrets is not None else []
     return Pipelines(
         head=Pipeline([Http1Only(), HeaderLimits(), KnownRoute(),
                        DeclaredSize(max_body_bytes, max_passthrough_body_bytes)]),

@@ -5,16 +5,22 @@ reservation, a concurrency slot, tokens to charge once usage is known) hand it o
 `Hold`. Admitted, the holds are kept here under the interception's id; the one place an
 interception ends (the reporter's `ended`, with the recorded cost) settles them. A request
 refused before it went upstream never gets here: its steps' `release` gave everything back.
+
+The budgets and rate limits of one request hold one `Held`: its parts (a budget's
+reservation, the limits' slots and windows) say what their end does to the state store as
+operations (an `Ending`), and the `Held` runs them all as one batch, one round trip to Redis.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Protocol
+from typing import NamedTuple, Protocol
+
+from aibridge.state.store import EndOp, StateStore
 
 logger = logging.getLogger("aibridge")
 STALE_AFTER = 6 * 3600.0  # seconds; an interception is never open that long (a bug elsewhere)
@@ -46,6 +52,74 @@ class Hold(Protocol):
 
     def release(self) -> None:
         """The request never reached the provider: give everything back, charge nothing."""
+
+
+class Ending(NamedTuple):
+    """What one part of a hold does to the state store when its request ends: operations,
+    and how their results read (the notices they give)."""
+
+    ops: tuple[EndOp, ...] = ()
+    read: Callable[[Sequence[object]], Sequence[Notice]] | None = None
+
+
+NOTHING = Ending()
+
+
+class Part(Protocol):
+    """One policy's share of what a request holds (each ends once: later calls give
+    NOTHING)."""
+
+    def ending(self, usage: Usage) -> Ending:
+        """The request ended: what to charge and give back."""
+
+    def giving_back(self) -> Ending:
+        """It never reached the provider: what to give back, charging nothing."""
+
+
+def finish(state: StateStore, endings: Sequence[Ending]) -> list[Notice]:
+    """Run the endings' operations as one batch and read their results."""
+    ops: list[EndOp] = []
+    for ending in endings:
+        ops += ending.ops
+    if not ops:
+        return []
+    results = state.end(ops)
+    notices: list[Notice] = []
+    at = 0
+    for ops_of, read in endings:
+        n = len(ops_of)
+        if read is not None:
+            try:
+                notices.extend(read(results[at:at + n]))
+            except Exception:  # a notice that cannot be made must not cost the others
+                logger.exception("aibridge: reading a settlement failed")
+        at += n
+    return notices
+
+
+@dataclass(eq=False, slots=True)
+class Held:
+    """What one request's budgets and rate limits hold in one store (a `Hold`): settled, or
+    given back, as one batch."""
+
+    state: StateStore
+    parts: Sequence[Part]
+
+    def settle(self, usage: Usage) -> Sequence[Notice]:
+        return finish(self.state, _endings(self.parts, lambda part: part.ending(usage)))
+
+    def release(self) -> None:
+        finish(self.state, _endings(self.parts, lambda part: part.giving_back()))
+
+
+def _endings(parts: Sequence[Part], end: Callable[[Part], Ending]) -> list[Ending]:
+    endings = []
+    for part in parts:
+        try:
+            endings.append(end(part))
+        except Exception:  # one broken part must not keep the others' slots taken
+            logger.exception("aibridge: settling an admission hold failed")
+    return endings
 
 
 class Ledger:

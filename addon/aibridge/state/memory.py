@@ -1,6 +1,6 @@
 """`MemoryState`: the admission state in this process (see store.py for the contract).
 
-One lock around every operation: the hooks run on mitmproxy's event loop, but the contract is
+One lock around every batch: the hooks run on mitmproxy's event loop, but the contract is
 "atomic", and a lock costs a fraction of a microsecond. Windows are sliding logs (a deque of
 [time, weight] entries and their running sum), exact rather than bucketed, so a Retry-After is
 the moment the window really admits again; a log holds at most `limit` entries for request
@@ -13,10 +13,29 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from aibridge.state.store import Balance
+from aibridge.state.store import (
+    Acquire,
+    AdmitOp,
+    Balance,
+    Below,
+    Charge,
+    EndOp,
+    Hit,
+    OneAtATime,
+    Outcome,
+    Release,
+    Reserve,
+    Settle,
+    Settled,
+    Unhit,
+    Unreserve,
+)
 
-SWEEP_EVERY = 4096  # operations between sweeps of expired keys
+SWEEP_EVERY = 4096  # batches between sweeps of expired keys
+MARKS_TTL = 86_400.0  # seconds a key created only to hold a mark is kept
 
 
 class _Money:
@@ -53,13 +72,32 @@ class _Window:
         return self.window
 
 
-class MemoryState:
+class MemoryState(OneAtATime):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._money: dict[str, _Money] = {}
         self._windows: dict[str, _Window] = {}
         self._slots: dict[str, int] = {}
-        self._ops = 0
+        self._batches = 0
+
+    # -- batches ----------------------------------------------------------------------------
+
+    def admit(self, ops: Sequence[AdmitOp]) -> Outcome:
+        results: list[object] = []
+        with self._lock:
+            self._tick()
+            for i, op in enumerate(ops):
+                passed, result = _ADMIT[type(op)](self, op)
+                results.append(result)
+                if not passed:
+                    for j in range(i - 1, -1, -1):  # nothing stays taken
+                        _UNDO[type(ops[j])](self, ops[j], results[j])
+                    return Outcome(i, results)
+        return Outcome(None, results)
+
+    def end(self, ops: Sequence[EndOp]) -> list[object]:
+        with self._lock:
+            return [_END[type(op)](self, op) for op in ops]
 
     # -- money ------------------------------------------------------------------------------
 
@@ -75,90 +113,89 @@ class MemoryState:
                 m = self._money[key] = _Money(spent, expires_at)
             return Balance(m.spent, m.reserved)
 
-    def reserve(self, key: str, amount: int, limit: int, *,
-                expires_at: float) -> tuple[bool, Balance]:
-        with self._lock:
-            self._tick()
-            m = self._money.get(key)
-            if m is None:
-                m = self._money[key] = _Money(0, expires_at)
-            before = Balance(m.spent, m.reserved)
-            if m.spent + m.reserved >= limit:
-                return False, before
-            m.reserved += amount
-            return True, before
-
-    def settle(self, key: str, reserved: int, actual: int, *, expires_at: float) -> Balance:
-        with self._lock:
-            m = self._money.get(key)
-            if m is None:  # swept while the request ran (it outlived its period's margin)
-                m = self._money[key] = _Money(0, expires_at)
-            m.reserved = max(0, m.reserved - reserved)
-            m.spent += actual
-            return Balance(m.spent, m.reserved)
-
-    def unreserve(self, key: str, reserved: int) -> None:
-        with self._lock:
-            m = self._money.get(key)
-            if m is not None:
-                m.reserved = max(0, m.reserved - reserved)
-
     def mark_once(self, key: str, mark: str) -> bool:
         with self._lock:
-            m = self._money.get(key)
-            if m is None:
-                m = self._money[key] = _Money(0, time.time() + 86_400)
-            if mark in m.marks:
-                return False
-            m.marks.add(mark)
-            return True
+            return self._mark(key, mark)
+
+    def _mark(self, key: str, mark: str) -> bool:
+        m = self._money.get(key)
+        if m is None:
+            m = self._money[key] = _Money(0, time.time() + MARKS_TTL)
+        if mark in m.marks:
+            return False
+        m.marks.add(mark)
+        return True
+
+    def _reserve(self, op: Reserve) -> tuple[bool, Balance]:
+        m = self._money.get(op.key)
+        if m is None:
+            m = self._money[op.key] = _Money(0, op.expires_at)
+        before = Balance(m.spent, m.reserved)
+        if m.spent + m.reserved >= op.limit:
+            return False, before
+        m.reserved += op.amount
+        return True, before
+
+    def _unreserve(self, op: Unreserve | Reserve, _: object = None) -> None:
+        m = self._money.get(op.key)
+        if m is not None:
+            m.reserved = max(0, m.reserved - op.amount)
+
+    def _settle(self, op: Settle) -> Settled:
+        m = self._money.get(op.key)
+        if m is None:  # swept while the request ran (it outlived its period's margin)
+            m = self._money[op.key] = _Money(0, op.expires_at)
+        m.reserved = max(0, m.reserved - op.reserved)
+        before = m.spent
+        m.spent += op.actual
+        crossed = [mark for mark, threshold in op.marks if before < threshold <= m.spent]
+        return Settled(Balance(m.spent, m.reserved),
+                       tuple(mark for mark in crossed if self._mark(op.key, mark))
+                       if crossed else ())
 
     # -- windows ----------------------------------------------------------------------------
 
-    def hit(self, key: str, now: float, window: float, limit: int) -> tuple[float, object]:
-        with self._lock:
-            self._tick()
-            w = self._windows.get(key)
-            if w is None:
-                w = self._windows[key] = _Window(window)
-            w.prune(now, window)
-            if w.sum >= limit:
-                return w.wait(now, limit), None
-            entry = [now, 1]
-            w.entries.append(entry)
-            w.sum += 1
-            return 0.0, entry
+    def _window(self, key: str, now: float, window: float) -> _Window:
+        w = self._windows.get(key)
+        if w is None:
+            w = self._windows[key] = _Window(window)
+        w.prune(now, window)
+        return w
 
-    def unhit(self, key: str, entry: object) -> None:
-        with self._lock:
-            w = self._windows.get(key)
-            if w is None:
-                return
-            # Most likely the newest entry: search from the end.
-            for i in range(len(w.entries) - 1, -1, -1):
-                if w.entries[i] is entry:
-                    del w.entries[i]
-                    w.sum -= 1
-                    return
+    def _hit(self, op: Hit) -> tuple[bool, object]:
+        w = self._window(op.key, op.now, op.window)
+        if w.sum >= op.limit:
+            return False, w.wait(op.now, op.limit)
+        entry = [op.now, 1]
+        w.entries.append(entry)
+        w.sum += 1
+        return True, entry
 
-    def charge(self, key: str, now: float, amount: int, window: float) -> None:
-        if amount <= 0:
+    def _unhit(self, op: Unhit | Hit, entry: object) -> None:
+        w = self._windows.get(op.key)
+        if w is None:
             return
-        with self._lock:
-            w = self._windows.get(key)
-            if w is None:
-                w = self._windows[key] = _Window(window)
-            w.prune(now, window)
-            w.entries.append([now, amount])
-            w.sum += amount
+        # Most likely the newest entry: search from the end.
+        for i in range(len(w.entries) - 1, -1, -1):
+            if w.entries[i] is entry:
+                del w.entries[i]
+                w.sum -= 1
+                return
 
-    def wait(self, key: str, now: float, window: float, limit: int) -> float:
-        with self._lock:
-            w = self._windows.get(key)
-            if w is None:
-                return 0.0
-            w.prune(now, window)
-            return w.wait(now, limit)
+    def _below(self, op: Below) -> tuple[bool, tuple[float, int]]:
+        w = self._windows.get(op.key)
+        if w is None:
+            return True, (0.0, 0)
+        w.prune(op.now, op.window)
+        wait = w.wait(op.now, op.limit)
+        return wait <= 0, (wait, w.sum)
+
+    def _charge(self, op: Charge) -> None:
+        if op.amount <= 0:
+            return
+        w = self._window(op.key, op.now, op.window)
+        w.entries.append([op.now, op.amount])
+        w.sum += op.amount
 
     def total(self, key: str, now: float, window: float) -> int:
         with self._lock:
@@ -170,32 +207,47 @@ class MemoryState:
 
     # -- slots ------------------------------------------------------------------------------
 
-    def acquire(self, key: str, limit: int) -> bool:
-        with self._lock:
-            taken = self._slots.get(key, 0)
-            if taken >= limit:
-                return False
-            self._slots[key] = taken + 1
-            return True
+    def _acquire(self, op: Acquire) -> tuple[bool, None]:
+        taken = self._slots.get(op.key, 0)
+        if taken >= op.limit:
+            return False, None
+        self._slots[op.key] = taken + 1
+        return True, None
 
-    def release(self, key: str) -> None:
-        with self._lock:
-            taken = self._slots.get(key, 0) - 1
-            if taken > 0:
-                self._slots[key] = taken
-            else:
-                self._slots.pop(key, None)
+    def _release(self, op: Release | Acquire, _: object = None) -> None:
+        taken = self._slots.get(op.key, 0) - 1
+        if taken > 0:
+            self._slots[op.key] = taken
+        else:
+            self._slots.pop(op.key, None)
 
     def in_use(self, key: str) -> int:
         with self._lock:
             return self._slots.get(key, 0)
 
+    def hold_slots(self, keys: Sequence[str]) -> None:
+        """Count slots taken elsewhere (in Redis) as this process's, with no limit."""
+        with self._lock:
+            for key in keys:
+                self._slots[key] = self._slots.get(key, 0) + 1
+
+    def slot_counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._slots)
+
     # -- housekeeping -----------------------------------------------------------------------
+
+    def forget_all_but_slots(self) -> None:
+        """Drop money and windows (stale once the shared state is back); keep the slots,
+        which are what this process holds."""
+        with self._lock:
+            self._money.clear()
+            self._windows.clear()
 
     def _tick(self) -> None:
         """Called with the lock held."""
-        self._ops += 1
-        if self._ops % SWEEP_EVERY == 0:
+        self._batches += 1
+        if self._batches % SWEEP_EVERY == 0:
             self._sweep(time.time())
 
     def _sweep(self, now: float) -> None:
@@ -213,3 +265,20 @@ class MemoryState:
         with self._lock:
             return {"money": len(self._money), "windows": len(self._windows),
                     "slots": len(self._slots)}
+
+
+def _nothing(state: MemoryState, op: object, result: object) -> None:
+    return None
+
+
+# What each operation does, and (admission) how it is undone when a later one refuses.
+_ADMIT: dict[type, Callable[[MemoryState, Any], tuple[bool, object]]] = {
+    Reserve: MemoryState._reserve, Acquire: MemoryState._acquire, Hit: MemoryState._hit,
+    Below: MemoryState._below}
+_UNDO: dict[type, Callable[[MemoryState, Any, object], None]] = {
+    Reserve: MemoryState._unreserve, Acquire: MemoryState._release, Hit: MemoryState._unhit,
+    Below: _nothing}
+_END: dict[type, Callable[[MemoryState, Any], object]] = {
+    Settle: MemoryState._settle, Unreserve: MemoryState._unreserve,
+    Release: MemoryState._release, Unhit: lambda s, op: s._unhit(op, op.entry),
+    Charge: MemoryState._charge}

@@ -9,8 +9,9 @@ breakers' own state in keys/). A background thread listens for the other process
 (pushes what changed here meanwhile, pulls what changed there) before the request path uses it
 again, with one line in the log.
 
-`RedisState` is the `StateStore` (store.py) of the admission policies over it: each method is
-one Lua script, so check and change stay one atomic step across processes, in one round trip.
+`RedisState` is the `StateStore` (store.py) of the admission policies over it: a batch of
+operations (all a request's admission asks, or all its end gives back) is one Lua script, so
+check and change stay one atomic step across processes, in one round trip.
 Keys are `<prefix>:...` and carry no secrets: budget and limit keys are names and hashes, API
 keys are short hashes (keys/sharing.py), user names are hashed.
 """
@@ -27,8 +28,8 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -36,7 +37,23 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from aibridge.state.memory import MemoryState
-from aibridge.state.store import Balance
+from aibridge.state.store import (
+    Acquire,
+    AdmitOp,
+    Balance,
+    Below,
+    Charge,
+    EndOp,
+    Hit,
+    OneAtATime,
+    Outcome,
+    Release,
+    Reserve,
+    Settle,
+    Settled,
+    Unhit,
+    Unreserve,
+)
 
 logger = logging.getLogger("aibridge")
 ALIVE_TTL = 15  # seconds a process's liveness key outlives its last heartbeat
@@ -222,46 +239,26 @@ class RedisLink:
 
 # -- the admission policies' state --------------------------------------------------------
 
-_RESERVE = """
-local h = redis.call('HMGET', KEYS[1], 'spent', 'reserved')
-local spent, reserved = tonumber(h[1]) or 0, tonumber(h[2]) or 0
-if h[1] == false then redis.call('HSET', KEYS[1], 'spent', 0, 'reserved', 0) end
-redis.call('EXPIREAT', KEYS[1], ARGV[3])
-if spent + reserved >= tonumber(ARGV[2]) then return {0, spent, reserved} end
-redis.call('HINCRBY', KEYS[1], 'reserved', ARGV[1])
-return {1, spent, reserved}
-"""
-_SETTLE = """
-local reserved = tonumber(redis.call('HGET', KEYS[1], 'reserved')) or 0
-local give = math.min(reserved, tonumber(ARGV[1]))
-if give > 0 then redis.call('HINCRBY', KEYS[1], 'reserved', -give) end
-local spent = redis.call('HINCRBY', KEYS[1], 'spent', ARGV[2])
-if redis.call('HEXISTS', KEYS[1], 'reserved') == 0 then
-  redis.call('HSET', KEYS[1], 'reserved', 0)
-end
-redis.call('EXPIREAT', KEYS[1], ARGV[3])
-return {spent, tonumber(redis.call('HGET', KEYS[1], 'reserved'))}
-"""
-_UNRESERVE = """
-local reserved = tonumber(redis.call('HGET', KEYS[1], 'reserved')) or 0
-local give = math.min(reserved, tonumber(ARGV[1]))
-if give > 0 then redis.call('HINCRBY', KEYS[1], 'reserved', -give) end
-return give
-"""
-_PRIME = """
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('HSET', KEYS[1], 'spent', ARGV[1], 'reserved', 0)
-  redis.call('EXPIREAT', KEYS[1], ARGV[2])
-end
-return redis.call('HMGET', KEYS[1], 'spent', 'reserved')
-"""
-# Windows: a sorted set of entries "<id>:<weight>" scored by time, and their running sum.
-_PRUNE = """
+MARKS_TTL = 40 * 86_400  # seconds a budget's warning marks are kept (longer than a month)
+
+# One batch of operations (store.py) as one atomic step. KEYS: each operation's keys, in
+# order. ARGV: this process (its field in slot hashes), the prefix of liveness keys, then each
+# operation's name and arguments. Returns {n, result, result, ...}: n is the 1-based index of
+# the operation that refused (what the ones before it took is undone), 0 when none did.
+# Money: a hash (spent, reserved) per budget key, and a set of the marks set on it. Windows: a
+# sorted set of entries "<id>:<weight>" scored by time, and their running sum. Slots: a hash
+# of per-process counts; a process whose liveness key expired holds none.
+_BATCH = """
+local process, alive = ARGV[1], ARGV[2]
+local k, a = 0, 2
+local function key() k = k + 1 return KEYS[k] end
+local function arg() a = a + 1 return ARGV[a] end
+local function weight(member) return tonumber(string.match(member, ':(%d+)$')) end
 local function prune(zkey, skey, edge)
   local gone = redis.call('ZRANGEBYSCORE', zkey, '-inf', edge)
   if #gone > 0 then
     local w = 0
-    for _, m in ipairs(gone) do w = w + tonumber(string.match(m, ':(%d+)$')) end
+    for _, m in ipairs(gone) do w = w + weight(m) end
     redis.call('ZREMRANGEBYSCORE', zkey, '-inf', edge)
     redis.call('DECRBY', skey, w)
   end
@@ -272,52 +269,26 @@ local function wait(zkey, sum, limit, now, window)
   local left = sum
   local entries = redis.call('ZRANGE', zkey, 0, -1, 'WITHSCORES')
   for i = 1, #entries, 2 do
-    left = left - tonumber(string.match(entries[i], ':(%d+)$'))
+    left = left - weight(entries[i])
     if left < limit then return math.max(0, tonumber(entries[i + 1]) + window - now) end
   end
   return window
 end
-"""
-_HIT = _PRUNE + """
-local now, window, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local sum = prune(KEYS[1], KEYS[2], now - window)
-if sum >= limit then return {tostring(wait(KEYS[1], sum, limit, now, window)), ''} end
-redis.call('ZADD', KEYS[1], now, ARGV[4])
-redis.call('INCRBY', KEYS[2], 1)
-local ms = math.ceil(window * 1000) + 1000
-redis.call('PEXPIRE', KEYS[1], ms)
-redis.call('PEXPIRE', KEYS[2], ms)
-return {'0', ARGV[4]}
-"""
-_UNHIT = """
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
-  redis.call('DECRBY', KEYS[2], tonumber(string.match(ARGV[1], ':(%d+)$')))
+local function add(zkey, skey, now, window, member)
+  redis.call('ZADD', zkey, now, member)
+  redis.call('INCRBY', skey, weight(member))
+  local ms = math.ceil(window * 1000) + 1000
+  redis.call('PEXPIRE', zkey, ms)
+  redis.call('PEXPIRE', skey, ms)
 end
-return 1
-"""
-_CHARGE = _PRUNE + """
-local now, window = tonumber(ARGV[1]), tonumber(ARGV[2])
-prune(KEYS[1], KEYS[2], now - window)
-redis.call('ZADD', KEYS[1], now, ARGV[3])
-redis.call('INCRBY', KEYS[2], tonumber(string.match(ARGV[3], ':(%d+)$')))
-local ms = math.ceil(window * 1000) + 1000
-redis.call('PEXPIRE', KEYS[1], ms)
-redis.call('PEXPIRE', KEYS[2], ms)
-return 1
-"""
-_WAIT = _PRUNE + """
-local now, window, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local sum = prune(KEYS[1], KEYS[2], now - window)
-if limit < 0 then return sum end
-return tostring(wait(KEYS[1], sum, limit, now, window))
-"""
-# Slots: a hash of per-process counts; a process whose liveness key expired holds none.
-_SLOTS = """
-local function taken(hkey, prefix)
+local function unhit(zkey, skey, member)
+  if redis.call('ZREM', zkey, member) == 1 then redis.call('DECRBY', skey, weight(member)) end
+end
+local function taken(hkey)
   local total = 0
   local fields = redis.call('HGETALL', hkey)
   for i = 1, #fields, 2 do
-    if redis.call('EXISTS', prefix .. fields[i]) == 1 then
+    if redis.call('EXISTS', alive .. fields[i]) == 1 then
       total = total + tonumber(fields[i + 1])
     else
       redis.call('HDEL', hkey, fields[i])
@@ -325,25 +296,118 @@ local function taken(hkey, prefix)
   end
   return total
 end
-"""
-_ACQUIRE = _SLOTS + """
-if taken(KEYS[1], ARGV[3]) >= tonumber(ARGV[2]) then return 0 end
-redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
-return 1
-"""
-_RELEASE = """
-if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
-return 1
-"""
-_IN_USE = _SLOTS + "return taken(KEYS[1], ARGV[1])"
+local function release(hkey)
+  if redis.call('HINCRBY', hkey, process, -1) <= 0 then redis.call('HDEL', hkey, process) end
+end
+local function give_back(mkey, amount)
+  local give = math.min(tonumber(redis.call('HGET', mkey, 'reserved')) or 0, amount)
+  if give > 0 then redis.call('HINCRBY', mkey, 'reserved', -give) end
+end
+
+local out, undo = {0}, {}
+local function refuse(result)
+  table.insert(out, result)
+  for i = #undo, 1, -1 do undo[i]() end
+  out[1] = #out - 1
+  return out
+end
+while a < #ARGV do
+  local op = arg()
+  if op == 'reserve' then
+    local m, amount, limit, expires = key(), arg(), tonumber(arg()), arg()
+    local h = redis.call('HMGET', m, 'spent', 'reserved')
+    local spent, reserved = tonumber(h[1]) or 0, tonumber(h[2]) or 0
+    if h[1] == false then redis.call('HSET', m, 'spent', 0, 'reserved', 0) end
+    redis.call('EXPIREAT', m, expires)
+    if spent + reserved >= limit then return refuse({0, spent, reserved}) end
+    redis.call('HINCRBY', m, 'reserved', amount)
+    table.insert(undo, function() give_back(m, tonumber(amount)) end)
+    table.insert(out, {1, spent, reserved})
+  elseif op == 'acquire' then
+    local h, limit = key(), tonumber(arg())
+    if taken(h) >= limit then return refuse({0}) end
+    redis.call('HINCRBY', h, process, 1)
+    table.insert(undo, function() release(h) end)
+    table.insert(out, {1})
+  elseif op == 'hit' then
+    local z, s = key(), key()
+    local now, window, limit, member = tonumber(arg()), tonumber(arg()), tonumber(arg()), arg()
+    local sum = prune(z, s, now - window)
+    if sum >= limit then return refuse({0, tostring(wait(z, sum, limit, now, window))}) end
+    add(z, s, now, window, member)
+    table.insert(undo, function() unhit(z, s, member) end)
+    table.insert(out, {1, member})
+  elseif op == 'below' then
+    local z, s = key(), key()
+    local now, window, limit = tonumber(arg()), tonumber(arg()), tonumber(arg())
+    local sum = prune(z, s, now - window)
+    local w = wait(z, sum, limit, now, window)
+    if w > 0 then return refuse({0, tostring(w), sum}) end
+    table.insert(out, {1, tostring(w), sum})
+  elseif op == 'settle' then
+    local m, marks = key(), key()
+    local reserved, actual, expires, n = tonumber(arg()), arg(), arg(), tonumber(arg())
+    give_back(m, reserved)
+    local spent = redis.call('HINCRBY', m, 'spent', actual)
+    if redis.call('HEXISTS', m, 'reserved') == 0 then redis.call('HSET', m, 'reserved', 0) end
+    redis.call('EXPIREAT', m, expires)
+    local result = {spent, tonumber(redis.call('HGET', m, 'reserved'))}
+    local before, set = spent - tonumber(actual), false
+    for _ = 1, n do
+      local mark, threshold = arg(), tonumber(arg())
+      if before < threshold and threshold <= spent and redis.call('SADD', marks, mark) == 1 then
+        table.insert(result, mark)
+        set = true
+      end
+    end
+    if set then redis.call('EXPIRE', marks, MARKS_TTL) end
+    table.insert(out, result)
+  elseif op == 'unreserve' then
+    give_back(key(), tonumber(arg()))
+    table.insert(out, {1})
+  elseif op == 'release' then
+    release(key())
+    table.insert(out, {1})
+  elseif op == 'unhit' then
+    local z, s = key(), key()
+    unhit(z, s, arg())
+    table.insert(out, {1})
+  elseif op == 'charge' then
+    local z, s = key(), key()
+    local now, window, member = tonumber(arg()), tonumber(arg()), arg()
+    prune(z, s, now - window)
+    add(z, s, now, window, member)
+    table.insert(out, {1})
+  elseif op == 'prime' then
+    local m, spent, expires = key(), arg(), arg()
+    if redis.call('EXISTS', m) == 0 then
+      redis.call('HSET', m, 'spent', spent, 'reserved', 0)
+      redis.call('EXPIREAT', m, expires)
+    end
+    local h = redis.call('HMGET', m, 'spent', 'reserved')
+    table.insert(out, {h[1] or '0', h[2] or '0'})
+  elseif op == 'in_use' then
+    table.insert(out, {taken(key())})
+  else
+    return redis.error_reply('unknown operation ' .. tostring(op))
+  end
+end
+return out
+""".replace("MARKS_TTL", str(MARKS_TTL))
 
 
-class RedisState:
-    """`StateStore` over Redis, with a local fallback (`MemoryState`) while it is away."""
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisState(OneAtATime):
+    """`StateStore` over Redis: each batch one Lua script, one round trip. While Redis is
+    away, the batch runs on a local fallback (`MemoryState`), which knows the last spend Redis
+    told of each budget and holds this process's own slots."""
 
     def __init__(self, link: RedisLink) -> None:
         self.link = link
-        self.local = MemoryState()
+        self.local = MemoryState()  # the fallback; its slots are this process's, always
         self._p = f"{link.prefix}:s"
         self._alive_prefix = f"{link.prefix}:alive:"
         self._entries = itertools.count(1)
@@ -352,23 +416,179 @@ class RedisState:
         self._known: dict[str, tuple[int, float]] = {}  # money key -> (last spent, expires_at)
         self._in_redis: Counter[str] = Counter()  # money key -> nanos reserved in Redis by us
         self._owed: dict[str, tuple[int, int, float]] = {}  # settled meanwhile: spent, freed
-        self._slots: Counter[str] = Counter()  # slot key -> slots this process holds
-        c = link.client
-        self._scripts = {name: c.register_script(src) for name, src in (
-            ("reserve", _RESERVE), ("settle", _SETTLE), ("unreserve", _UNRESERVE),
-            ("prime", _PRIME), ("hit", _HIT), ("unhit", _UNHIT), ("charge", _CHARGE),
-            ("wait", _WAIT), ("acquire", _ACQUIRE), ("release", _RELEASE),
-            ("in_use", _IN_USE))}
+        self._batch = link.client.register_script(_BATCH)
         link.on_resync(self.resync)
 
-    def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        script = self._scripts[name]
-        return self.link.call(lambda client: script(keys=keys, args=args, client=client))
-
-    # -- money ----------------------------------------------------------------------------
+    # -- keys and the wire ----------------------------------------------------------------
 
     def _money(self, key: str) -> str:
         return f"{self._p}:money:{key}"
+
+    def _window(self, key: str) -> tuple[str, str]:
+        base = f"{self._p}:win:{key}"
+        return base, f"{base}:sum"
+
+    def _slot(self, key: str) -> str:
+        return f"{self._p}:slots:{key}"
+
+    def _entry(self, weight: int) -> str:
+        return f"{self.link.process}:{next(self._entries)}:{weight}"
+
+    def _encode(self, ops: Sequence[tuple[Any, ...]]) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of `_BATCH` for `ops` (store.py's, and the private prime and
+        in_use)."""
+        keys: list[str] = []
+        args: list[Any] = [self.link.process, self._alive_prefix]
+        for op in ops:
+            kind = type(op)
+            if kind is Reserve:
+                keys.append(self._money(op.key))
+                args += ("reserve", op.amount, op.limit, int(op.expires_at))
+            elif kind is Acquire:
+                keys.append(self._slot(op.key))
+                args += ("acquire", op.limit)
+            elif kind is Hit:
+                keys += self._window(op.key)
+                args += ("hit", op.now, op.window, op.limit, self._entry(1))
+            elif kind is Below:
+                keys += self._window(op.key)
+                args += ("below", op.now, op.window, op.limit)
+            elif kind is Settle:
+                money = self._money(op.key)
+                keys += (money, f"{money}:marks")
+                args += ("settle", op.reserved, op.actual, int(op.expires_at), len(op.marks))
+                for mark, threshold in op.marks:
+                    args += (mark, threshold)
+            elif kind is Unreserve:
+                keys.append(self._money(op.key))
+                args += ("unreserve", op.amount)
+            elif kind is Release:
+                keys.append(self._slot(op.key))
+                args.append("release")
+            elif kind is Unhit:
+                keys += self._window(op.key)
+                args += ("unhit", op.entry)
+            elif kind is Charge:
+                keys += self._window(op.key)
+                args += ("charge", op.now, op.window, self._entry(op.amount))
+            elif kind is _Prime:
+                keys.append(self._money(op.key))
+                args += ("prime", op.spent, int(op.expires_at))
+            elif kind is _InUse:
+                keys.append(self._slot(op.key))
+                args.append("in_use")
+            else:
+                raise TypeError(f"not a state operation: {op!r}")
+        return keys, args
+
+    def _run(self, ops: Sequence[tuple[Any, ...]]) -> list[Any] | None:
+        """The script's answer for `ops`, or None: Redis is away (decide locally)."""
+        keys, args = self._encode(ops)
+        script = self._batch
+        return self.link.call(lambda client: script(keys=keys, args=args, client=client))
+
+    # -- admission --------------------------------------------------------------------------
+
+    def admit(self, ops: Sequence[AdmitOp]) -> Outcome:
+        raw = self._run(ops)
+        if raw is None:
+            return self._admit_locally(ops)
+        refused = int(raw[0]) - 1 if raw[0] else None
+        results: list[object] = []
+        slots: list[str] = []
+        for op, answer in zip(ops, raw[1:], strict=False):
+            kind = type(op)
+            if kind is Reserve:
+                before = Balance(int(answer[1]), int(answer[2]))
+                self._remember(op.key, before.spent, op.expires_at)
+                if refused is None:
+                    with self._lock:
+                        self._in_redis[op.key] += op.amount
+                results.append(before)
+            elif kind is Acquire:
+                slots.append(op.key)
+                results.append(None)
+            elif kind is Hit:
+                results.append(_text(answer[1]) if answer[0] else float(_text(answer[1])))
+            else:
+                results.append((float(_text(answer[1])), int(answer[2])))
+        if refused is None and slots:
+            self.local.hold_slots(slots)
+        return Outcome(refused, results)
+
+    def _admit_locally(self, ops: Sequence[AdmitOp]) -> Outcome:
+        for op in ops:
+            if type(op) is Reserve:
+                self._fallback(op.key)
+        return self.local.admit(ops)
+
+    # -- the end of a request -------------------------------------------------------------
+
+    def end(self, ops: Sequence[EndOp]) -> list[object]:
+        """Redis' part of every operation in one script; what was taken here (during an
+        outage) is given back here."""
+        parts = [self._redis_part(op) for op in ops]
+        sent = [part for part in parts if part is not None]
+        raw = self._run(sent) if sent else []
+        answers = iter(raw[1:] if raw is not None else ())
+        return [self._ended(op, part, next(answers) if part is not None and raw is not None
+                            else None, reached=raw is not None)
+                for op, part in zip(ops, parts, strict=True)]
+
+    def _redis_part(self, op: EndOp) -> EndOp | None:
+        """What of `op` Redis does, or None (nothing there)."""
+        kind = type(op)
+        if kind is Settle:
+            return op._replace(reserved=self._reserved_in_redis(op.key, op.reserved))
+        if kind is Unreserve:
+            amount = self._reserved_in_redis(op.key, op.amount)
+            return op._replace(amount=amount) if amount else None
+        if kind is Release:
+            self.local.end((op,))  # this process's count, wherever the slot was taken
+            return op
+        if kind is Unhit:
+            return op if isinstance(op.entry, str) else None  # else taken here in an outage
+        return op if op.amount > 0 else None
+
+    def _ended(self, op: EndOp, part: EndOp | None, answer: Any, *, reached: bool) -> object:
+        """`op`'s result, from Redis' `answer` to its `part`; `reached`: Redis answered."""
+        kind = type(op)
+        if kind is Settle:
+            assert isinstance(part, Settle)
+            if not reached:
+                self._owe(op.key, op.actual, part.reserved, op.expires_at)
+                self._fallback(op.key)
+                return self.local.end((op._replace(reserved=op.reserved - part.reserved),))[0]
+            self._took_back(op.key, part.reserved)
+            settled = Settled(Balance(int(answer[0]), int(answer[1])),
+                              tuple(_text(m) for m in answer[2:]))
+            self._remember(op.key, settled.balance.spent, op.expires_at)
+            return settled
+        if kind is Unreserve:
+            in_redis = part.amount if isinstance(part, Unreserve) else 0
+            if in_redis and reached:
+                self._took_back(op.key, in_redis)
+            elif in_redis:
+                self._owe(op.key, 0, in_redis, None)
+            if op.amount > in_redis:
+                self.local.end((op._replace(amount=op.amount - in_redis),))
+        elif (kind is Unhit and part is None) or (kind is Charge and part and not reached):
+            self.local.end((op,))  # (an entry Redis took is lost with it: nothing to unhit)
+        return None
+
+    def _reserved_in_redis(self, key: str, amount: int) -> int:
+        """How much of a reservation of `amount` on `key` was made in Redis (the rest was
+        made here during an outage)."""
+        with self._lock:
+            return min(amount, self._in_redis[key])
+
+    def _owe(self, key: str, spent: int, freed: int, expires_at: float | None) -> None:
+        """Redis is away: the re-sync adds `spent` and gives back `freed` when it is back."""
+        with self._lock:
+            before, given, expires = self._owed.get(key, (0, 0, time.time() + 86_400))
+            self._owed[key] = (before + spent, given + freed, expires_at or expires)
+
+    # -- money ----------------------------------------------------------------------------
 
     def _remember(self, key: str, spent: int, expires_at: float) -> None:
         self._known[key] = (spent, expires_at)
@@ -380,6 +600,12 @@ class RedisState:
             self.local.prime(key, known[0], expires_at=known[1])
         return self.local
 
+    def _took_back(self, key: str, amount: int) -> None:
+        with self._lock:
+            self._in_redis[key] -= amount
+            if self._in_redis[key] <= 0:
+                del self._in_redis[key]
+
     def balance(self, key: str) -> Balance | None:
         raw = self.link.call(lambda c: c.hmget(self._money(key), "spent", "reserved"))
         if raw is None:
@@ -389,57 +615,12 @@ class RedisState:
         return Balance(int(raw[0]), int(raw[1] or 0))
 
     def prime(self, key: str, spent: int, *, expires_at: float) -> Balance:
-        raw = self._run("prime", [self._money(key)], [spent, int(expires_at)])
+        raw = self._run((_Prime(key, spent, expires_at),))
         if raw is None:
             return self._fallback(key).prime(key, spent, expires_at=expires_at)
-        balance = Balance(int(raw[0]), int(raw[1] or 0))
+        balance = Balance(int(raw[1][0]), int(raw[1][1]))
         self._remember(key, balance.spent, expires_at)
         return balance
-
-    def reserve(self, key: str, amount: int, limit: int, *,
-                expires_at: float) -> tuple[bool, Balance]:
-        raw = self._run("reserve", [self._money(key)], [amount, limit, int(expires_at)])
-        if raw is None:
-            return self._fallback(key).reserve(key, amount, limit, expires_at=expires_at)
-        ok, before = bool(raw[0]), Balance(int(raw[1]), int(raw[2]))
-        self._remember(key, before.spent, expires_at)
-        if ok:
-            with self._lock:
-                self._in_redis[key] += amount
-        return ok, before
-
-    def settle(self, key: str, reserved: int, actual: int, *, expires_at: float) -> Balance:
-        with self._lock:
-            from_redis = min(reserved, self._in_redis[key])
-        raw = self._run("settle", [self._money(key)], [from_redis, actual, int(expires_at)])
-        if raw is None:
-            with self._lock:
-                spent, freed, _ = self._owed.get(key, (0, 0, expires_at))
-                self._owed[key] = (spent + actual, freed + from_redis, expires_at)
-            return self._fallback(key).settle(key, reserved - from_redis, actual,
-                                              expires_at=expires_at)
-        self._took_back(key, from_redis)
-        balance = Balance(int(raw[0]), int(raw[1] or 0))
-        self._remember(key, balance.spent, expires_at)
-        return balance
-
-    def unreserve(self, key: str, reserved: int) -> None:
-        with self._lock:
-            from_redis = min(reserved, self._in_redis[key])
-        if self._run("unreserve", [self._money(key)], [from_redis]) is None:
-            with self._lock:
-                spent, freed, expires = self._owed.get(key, (0, 0, time.time() + 86_400))
-                self._owed[key] = (spent, freed + from_redis, expires)
-            self.local.unreserve(key, reserved - from_redis)
-            return
-        self._took_back(key, from_redis)
-        self.local.unreserve(key, reserved - from_redis)
-
-    def _took_back(self, key: str, amount: int) -> None:
-        with self._lock:
-            self._in_redis[key] -= amount
-            if self._in_redis[key] <= 0:
-                del self._in_redis[key]
 
     def mark_once(self, key: str, mark: str) -> bool:
         marks = f"{self._money(key)}:marks"
@@ -447,100 +628,49 @@ class RedisState:
         def run(c: redis.Redis) -> int:
             pipe = c.pipeline(transaction=False)
             pipe.sadd(marks, mark)
-            pipe.expire(marks, 40 * 86_400)
+            pipe.expire(marks, MARKS_TTL)
             return int(pipe.execute()[0])
         added = self.link.call(run)
         if added is None:
             return self.local.mark_once(key, mark)
         return added == 1
 
-    # -- windows --------------------------------------------------------------------------
-
-    def _window(self, key: str) -> list[str]:
-        base = f"{self._p}:win:{key}"
-        return [base, f"{base}:sum"]
-
-    def _entry(self, weight: int) -> str:
-        return f"{self.link.process}:{next(self._entries)}:{weight}"
-
-    def hit(self, key: str, now: float, window: float, limit: int) -> tuple[float, object]:
-        raw = self._run("hit", self._window(key), [now, window, limit, self._entry(1)])
-        if raw is None:
-            return self.local.hit(key, now, window, limit)
-        member = raw[1].decode() if isinstance(raw[1], bytes) else str(raw[1])
-        return (0.0, member) if member else (float(raw[0]), None)
-
-    def unhit(self, key: str, entry: object) -> None:
-        if isinstance(entry, str):  # taken in Redis; lost with it if Redis is away now
-            self._run("unhit", self._window(key), [entry])
-        else:
-            self.local.unhit(key, entry)
-
-    def charge(self, key: str, now: float, amount: int, window: float) -> None:
-        if amount <= 0:
-            return
-        if self._run("charge", self._window(key), [now, window, self._entry(amount)]) is None:
-            self.local.charge(key, now, amount, window)
-
-    def wait(self, key: str, now: float, window: float, limit: int) -> float:
-        raw = self._run("wait", self._window(key), [now, window, limit])
-        return self.local.wait(key, now, window, limit) if raw is None else float(raw)
+    # -- windows and slots ------------------------------------------------------------------
 
     def total(self, key: str, now: float, window: float) -> int:
-        raw = self._run("wait", self._window(key), [now, window, -1])
-        return self.local.total(key, now, window) if raw is None else int(float(raw))
-
-    # -- slots ----------------------------------------------------------------------------
-
-    def _slot(self, key: str) -> str:
-        return f"{self._p}:slots:{key}"
-
-    def acquire(self, key: str, limit: int) -> bool:
-        raw = self._run("acquire", [self._slot(key)],
-                        [self.link.process, limit, self._alive_prefix])
-        with self._lock:
-            if raw is None:  # alone: this process's own slots against the whole limit
-                if self._slots[key] >= limit:
-                    return False
-            elif not raw:
-                return False
-            self._slots[key] += 1
-            return True
-
-    def release(self, key: str) -> None:
-        with self._lock:
-            self._slots[key] -= 1
-            if self._slots[key] <= 0:
-                del self._slots[key]
-        self._run("release", [self._slot(key)], [self.link.process])
+        result = self.admit((Below(key, now, window, 1 << 62),)).results[0]
+        assert isinstance(result, tuple)
+        return int(result[1])
 
     def in_use(self, key: str) -> int:
-        raw = self._run("in_use", [self._slot(key)], [self._alive_prefix])
-        if raw is None:
-            with self._lock:
-                return self._slots[key]
-        return int(raw)
+        raw = self._run((_InUse(key),))
+        return self.local.in_use(key) if raw is None else int(raw[1][0])
 
     # -- after an outage ------------------------------------------------------------------
 
     def resync(self) -> None:
-        """On the link's thread, before the request path uses Redis again: add the spend
-        settled meanwhile, give back reservations freed meanwhile, and set this process's
-        slot counts to what it holds now. Windows start from what Redis kept."""
+        """On the link's thread, before the request path uses Redis again: load the script
+        (so no request waits for it), add the spend settled meanwhile, give back reservations
+        freed meanwhile, and set this process's slot counts to what it holds now. Windows
+        start from what Redis kept."""
+        client = self.link.client
+        client.script_load(_BATCH)
         with self._lock:
             owed, self._owed = self._owed, {}
-            slots = dict(self._slots)
-        client = self.link.client
-        pipe = client.pipeline(transaction=False)
+        ops: list[EndOp] = []
         for key, (spent, freed, expires) in owed.items():
             if freed:
-                self._scripts["unreserve"](keys=[self._money(key)], args=[freed], client=pipe)
-            self._scripts["settle"](keys=[self._money(key)], args=[0, spent, int(expires)],
-                                    client=pipe)
-        for key, count in slots.items():
+                ops.append(Unreserve(key, freed))
+            ops.append(Settle(key, 0, spent, expires))
+        pipe = client.pipeline(transaction=False)
+        if ops:
+            keys, args = self._encode(ops)
+            self._batch(keys=keys, args=args, client=pipe)
+        for key, count in self.local.slot_counts().items():
             pipe.hset(self._slot(key), self.link.process, count)
         try:
-            pipe.execute()
+            if len(pipe):
+                pipe.execute()
         except BaseException:
             with self._lock:  # try again next time
                 for key, entry in owed.items():
@@ -552,7 +682,17 @@ class RedisState:
                 self._in_redis[key] -= freed
                 if self._in_redis[key] <= 0:
                     del self._in_redis[key]
-        self.local = MemoryState()  # the fallback's windows are stale once Redis is back
+        self.local.forget_all_but_slots()  # the fallback's money and windows are stale now
 
     def sizes(self) -> dict[str, int]:
         return self.local.sizes()
+
+
+class _Prime(NamedTuple):
+    key: str
+    spent: int
+    expires_at: float
+
+
+class _InUse(NamedTuple):
+    key: str
