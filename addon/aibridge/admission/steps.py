@@ -51,11 +51,12 @@ class HeaderLimits(_Step):
 
     def admit(self, candidate: Candidate) -> None:
         assert candidate.request is not None
-        headers = candidate.request.headers
-        if sum(len(k) + len(v) for k, v in headers.fields) > MAX_HEAD_BYTES:
+        fields = candidate.request.headers.fields
+        if sum(len(k) + len(v) for k, v in fields) > MAX_HEAD_BYTES:
             raise new_response_error(f"request headers larger than {MAX_HEAD_BYTES >> 10} KiB",
                                      OPENAI_ERR_TYPE_INVALID_REQUEST, "headers_too_large", 431)
-        if any(c in value for _, value in headers.items(multi=True) for c in "\r\n\0"):
+        # On the raw bytes: the same three characters as in the decoded values, no decoding.
+        if any(b"\r" in value or b"\n" in value or b"\0" in value for _, value in fields):
             raise new_response_error("header values must not contain CR, LF or NUL",
                                      OPENAI_ERR_TYPE_INVALID_REQUEST, "invalid_header", 400)
 
