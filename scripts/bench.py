@@ -28,7 +28,7 @@ from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
+sys.path[:0] = [str(ROOT / "scripts"), str(ROOT)]  # benchlib; the tests' fake and helpers
 
 from benchlib import payloads  # noqa: E402
 from benchlib.client import (  # noqa: E402

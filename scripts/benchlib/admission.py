@@ -24,7 +24,6 @@ import argparse
 import gc
 import statistics
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -125,57 +124,13 @@ def run(requests: int, *, policies: bool, everyone: bool, prices: PriceBook) -> 
 
 # -- with the state in Redis ------------------------------------------------------------------
 
-class RoundTrips:
-    """Counts the commands clients send the server while it runs (`MONITOR`, at the server):
-    the request path pipelines nothing, so each is one round trip. Commands Lua scripts run
-    inside the server, the heartbeats (SET of a liveness key) and new connections' greetings
-    are left out."""
-
-    def __init__(self, url: str) -> None:
-        import redis
-
-        self.url = url
-        self.marker = f"aibridge-bench-{time.monotonic_ns()}"
-        self.count = 0
-        self._monitor = redis.Redis.from_url(url, socket_timeout=10)
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-
-    def __enter__(self) -> RoundTrips:
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("MONITOR did not start")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        import redis
-
-        with redis.Redis.from_url(self.url, socket_timeout=10) as client:
-            client.echo(self.marker)
-        self._thread.join(10)
-        self._monitor.close()
-
-    def _watch(self) -> None:
-        with self._monitor.monitor() as m:
-            self._ready.set()
-            for entry in m.listen():
-                command = entry["command"]
-                if command == f"ECHO {self.marker}":
-                    return
-                if entry["client_type"] == "lua" or command.startswith(SKIPPED):
-                    continue
-                self.count += 1
-
-
-SKIPPED = ("HELLO", "CLIENT SETINFO", "CLIENT SETNAME", "SET bench")
-
-
 def run_redis(url: str, requests: int, rules: Callable[[], Configs], prices: PriceBook,
               prefix: str, counted: int) -> tuple[float, float, float, float, int]:
     """(s per admission, s per settlement, round trips per admission, per settlement,
     outages): `requests` requests admitted one after another, then settled, timed; then
     `counted` more, their round trips counted."""
     from aibridge.state.redis_shared import Shared
+    from tests.redis_count import RoundTrips  # the tests' count at the server (MONITOR)
 
     shared = Shared(url, timeout=0.05, retry_interval=1.0, prefix=prefix)
     shared.start()
@@ -210,7 +165,8 @@ def run_redis(url: str, requests: int, rules: Callable[[], Configs], prices: Pri
             for n in range(counted):
                 ledger.settle(str(n), setup.usage)
         return ((admitted - start) / requests, (settled - admitted) / requests,
-                admissions.count / counted, settlements.count / counted, shared.link.outages)
+                len(admissions.commands) / counted, len(settlements.commands) / counted,
+                shared.link.outages)
     finally:
         shared.close()
 
