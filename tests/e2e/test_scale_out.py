@@ -42,6 +42,45 @@ def eventually(check: Callable[[], bool], timeout: float = 15.0, every: float = 
     return check()
 
 
+class Steady:
+    """`threads` clients calling `ask(client)` through the gateway in a loop while the block
+    runs (`done` counts the answers); any failure at all is kept in `failures`, and ends its
+    client."""
+
+    def __init__(self, g: Gateway, ask: Callable[[openai.OpenAI], str], threads: int = 3,
+                 answer: str = "Hello from fake") -> None:
+        self.done = 0
+        self.failures: list[BaseException] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._load, args=(g, ask, answer))
+                         for _ in range(threads)]
+
+    def _load(self, g: Gateway, ask: Callable[[openai.OpenAI], str], answer: str) -> None:
+        client = g.client()  # through HAProxy
+        while not self._stop.is_set():
+            try:
+                assert ask(client) == answer
+                self.done += 1
+            except BaseException as e:  # any failure at all is the finding
+                self.failures.append(e)
+                return
+
+    def more(self, n: int) -> bool:
+        """`n` more answers arrive (bounded wait)."""
+        before = self.done
+        return eventually(lambda: self.done >= before + n)
+
+    def __enter__(self) -> Steady:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(30)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -263,43 +302,20 @@ def test_a_config_reload_reaches_every_worker(fake, redis_server, gateway):
 
 def test_redis_killed_mid_run_fails_no_request(fake, redis_server, gateway):
     g = gateway(shared_config(fake, redis_server))
-    failures: list[BaseException] = []
-    done = {"n": 0}
-    stop = threading.Event()
-
-    def load() -> None:
-        client = g.client()
-        while not stop.is_set():
-            try:
-                assert chat(client) == "Hello from fake"
-                done["n"] += 1
-            except BaseException as e:  # any failure at all is the finding
-                failures.append(e)
-                return
-
-    threads = [threading.Thread(target=load) for _ in range(3)]
-    for t in threads:
-        t.start()
-    try:
-        assert eventually(lambda: done["n"] >= 20)
+    with Steady(g, chat) as load:
+        assert load.more(20)
         redis_server.kill()
         ports = [g.worker(1)[0], g.worker(2)[0]]
         for port in ports:
             assert eventually(lambda port=port: Gateway.health(port)["status"] == "degraded")
-        before = done["n"]
-        assert eventually(lambda: done["n"] >= before + 40)
+        assert load.more(40)
         doc = Gateway.health(ports[0])
         assert doc["ready"] is True and doc["shared_state"] == {"reachable": False}
         redis_server.start()
         for port in ports:
             assert eventually(lambda port=port: Gateway.health(port)["status"] == "ok")
-        before = done["n"]
-        assert eventually(lambda: done["n"] >= before + 20)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(30)
-    assert failures == []
+        assert load.more(20)
+    assert load.failures == []
     for n in (1, 2):  # one line when it went, one when it came back: not one per request
         log = g.worker_log(n)
         assert log.count("unreachable") == 1, log

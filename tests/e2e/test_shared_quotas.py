@@ -9,7 +9,6 @@ fake answer (7 output tokens) costs exactly $0.007, and `max_tokens = 7` reserve
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 import redis
 
 from tests.conftest import RedisServer
-from tests.e2e.test_scale_out import MESSAGES, Gateway, eventually, shared_config
+from tests.e2e.test_scale_out import MESSAGES, Gateway, Steady, eventually, shared_config
 from tests.fakeprovider import FakeProvider
 from tests.redis_count import RoundTrips
 
@@ -153,40 +152,17 @@ def test_redis_killed_mid_run_fails_no_request_and_leaks_nothing(
         "rpm = 3\n", "rpm = 100000\n")
     g = gateway(shared_config(fake, redis_server, roomy))
     ports = [g.worker(1)[0], g.worker(2)[0]]
-    failures: list[BaseException] = []
-    done = {"n": 0}
-    stop = threading.Event()
-
-    def load() -> None:
-        client = g.client()  # through HAProxy
-        while not stop.is_set():
-            try:
-                assert ask(client) == "Hello from fake"
-                done["n"] += 1
-            except BaseException as e:  # any failure at all is the finding
-                failures.append(e)
-                return
-
-    threads = [threading.Thread(target=load) for _ in range(3)]
-    for t in threads:
-        t.start()
-    try:
-        assert eventually(lambda: done["n"] >= 20)
+    with Steady(g, ask) as load:
+        assert load.more(20)
         redis_server.kill()
         for port in ports:
             assert eventually(lambda port=port: Gateway.health(port)["status"] == "degraded")
-        before = done["n"]
-        assert eventually(lambda: done["n"] >= before + 30)
+        assert load.more(30)
         redis_server.start()  # back, empty: each worker re-syncs what it settled meanwhile
         for port in ports:
             assert eventually(lambda port=port: Gateway.health(port)["status"] == "ok")
-        before = done["n"]
-        assert eventually(lambda: done["n"] >= before + 20)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(30)
-    assert failures == []
+        assert load.more(20)
+    assert load.failures == []
     state = redis.Redis.from_url(redis_server.url)
 
     def at_rest() -> bool:  # every request ended: nothing reserved, no slot taken
@@ -198,6 +174,6 @@ def test_redis_killed_mid_run_fails_no_request_and_leaks_nothing(
     # What was settled during the outage or since reached Redis: at least the requests
     # after it came back, never more than were made.
     spent = balances(state)["ml-monthly"][0]
-    assert 20 * COST <= spent <= done["n"] * COST
+    assert 20 * COST <= spent <= load.done * COST
     for n in (1, 2):
         assert g.worker_log(n).count("unreachable") == 1, g.worker_log(n)
