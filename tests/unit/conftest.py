@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import inspect
 import json
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,8 @@ from mitmproxy.test import taddons, tflow, tutils
 
 from aibridge.addons.chain import chain
 from aibridge.addons.runtime import Runtime
+from aibridge.state.redis_shared import Shared
+from tests.conftest import RedisServer
 
 TOKEN = "alice-proxy-token-0123"
 OPENAI_KEY = "sk-proj-central-openai-0123456789"
@@ -158,3 +160,18 @@ def json_of(flow: http.HTTPFlow) -> dict[str, Any]:
     assert flow.response is not None
     assert flow.response.headers.get("content-type", "").startswith("application/json")
     return json.loads(flow.response.get_content())
+
+
+@pytest.fixture
+def shared(redis_server: RedisServer) -> Iterator[Callable[[], Shared]]:
+    """Open links to the test Redis, as separate processes would; all closed at the end."""
+    opened: list[Shared] = []
+
+    def open_one() -> Shared:
+        s = Shared(redis_server.url, timeout=0.05, retry_interval=0.1, prefix="t")
+        s.start()
+        opened.append(s)
+        return s
+    yield open_one
+    for s in opened:
+        s.close()

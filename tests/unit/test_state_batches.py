@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -30,7 +30,6 @@ from aibridge.providers import build_registry
 from aibridge.providers.base import RequestInfo
 from aibridge.state.ledger import Ending, Held, Ledger, Usage
 from aibridge.state.memory import MemoryState
-from aibridge.state.redis_shared import Shared
 from aibridge.state.store import (
     Acquire,
     Balance,
@@ -42,7 +41,6 @@ from aibridge.state.store import (
     Settled,
     StateStore,
 )
-from tests.conftest import RedisServer
 from tests.redis_count import RoundTrips
 
 FAR = 4_000_000_000.0
@@ -113,20 +111,6 @@ class Quota:
     def tokens(self) -> list[int]:
         return [self.state.total(limit.key("tpm"), time.time(), 60.0)
                 for limit in self.limits.limits]
-
-
-@pytest.fixture
-def shared(redis_server: RedisServer) -> Iterator[Callable[[], Shared]]:
-    opened: list[Shared] = []
-
-    def open_one() -> Shared:
-        s = Shared(redis_server.url, timeout=0.05, retry_interval=0.1, prefix="t")
-        s.start()
-        opened.append(s)
-        return s
-    yield open_one
-    for s in opened:
-        s.close()
 
 
 def eventually(check: Callable[[], bool], timeout: float = 10.0) -> bool:

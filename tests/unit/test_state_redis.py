@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -18,7 +18,6 @@ from aibridge.keys.pool import KeyPool, KeyState
 from aibridge.state.redis import RedisState, safe_url
 from aibridge.state.redis_shared import Shared
 from aibridge.state.store import Balance
-from tests.conftest import RedisServer
 
 FAR = 4_000_000_000.0
 SECRETS = ["sk-shared-key-one-0123456789", "sk-shared-key-two-0123456789"]
@@ -32,21 +31,6 @@ def eventually(check: Callable[[], bool], timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.01)
     return check()
-
-
-@pytest.fixture
-def shared(redis_server: RedisServer) -> Iterator[Callable[[], Shared]]:
-    """Open links to the test server, as separate processes would; all closed at the end."""
-    opened: list[Shared] = []
-
-    def open_one() -> Shared:
-        s = Shared(redis_server.url, timeout=0.05, retry_interval=0.1, prefix="t")
-        s.start()
-        opened.append(s)
-        return s
-    yield open_one
-    for s in opened:
-        s.close()
 
 
 # -- the admission policies' store -----------------------------------------------------------
