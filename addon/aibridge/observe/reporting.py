@@ -141,7 +141,7 @@ class Reporter:
             fallback_provider=interception.fallback.provider if interception.fallback else None,
             fallback_model=interception.fallback.model if interception.fallback else None)
         self._submit(record)
-        if self.ledger is not None:
+        if self.ledger is not None and interception.id in self.ledger:
             self._settle(interception, summary, cost, now)
         if self.telemetry is not None:
             self.telemetry.interception_ended(record)

@@ -135,6 +135,10 @@ class Ledger:
         if self._keeps % SWEEP_EVERY == 0:
             self.sweep(STALE_AFTER)
 
+    def __contains__(self, interception_id: str) -> bool:
+        """Whether the interception holds anything (most requests match no budget or limit)."""
+        return interception_id in self._held
+
     def settle(self, interception_id: str, usage: Usage) -> list[Notice]:
         entry = self._held.pop(interception_id, None)
         if entry is None:
