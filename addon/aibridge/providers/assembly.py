@@ -41,28 +41,22 @@ class TextAssembly:
 
     def add(self, block: Block, piece: str) -> None:
         """Append `piece` to `block`; an empty piece still opens the block."""
-        room = self._room - len(piece)
-        if room >= 0:
-            self._room = room
-        elif (piece := self._cut(piece)) is None:
-            return
-        buffer = self._blocks.get(block)
-        if buffer is None:
-            buffer = self._blocks[block] = StringIO()
-        buffer.write(piece)
+        self._append(self._blocks, block, piece)
 
     def add_final(self, block: Block, piece: str) -> None:
         """A piece of the final restatement; kept only while no text piece has streamed."""
-        if self.has_text():
-            return
+        if not self.has_text():
+            self._append(self._final, block, piece)
+
+    def _append(self, blocks: dict[Block, StringIO], block: Block, piece: str) -> None:
         room = self._room - len(piece)
         if room >= 0:
             self._room = room
         elif (piece := self._cut(piece)) is None:
             return
-        buffer = self._final.get(block)
+        buffer = blocks.get(block)
         if buffer is None:
-            buffer = self._final[block] = StringIO()
+            buffer = blocks[block] = StringIO()
         buffer.write(piece)
 
     def _cut(self, piece: str) -> str | None:
