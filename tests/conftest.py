@@ -11,8 +11,9 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,17 @@ from aibridge.recording.records import (
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "postgres"
+
+
+def eventually(check: Callable[[], bool], timeout: float = 15.0, every: float = 0.02) -> bool:
+    """Poll `check` until it holds or `timeout` passes (then its last answer): for what
+    arrives on its own time (pub/sub, a worker's health, a background re-sync)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(every)
+    return check()
 
 
 class PostgresServer:

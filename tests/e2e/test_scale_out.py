@@ -16,7 +16,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,22 +23,13 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.conftest import RedisServer
+from tests.conftest import RedisServer, eventually
 from tests.e2e.harness import ACTORS_TOML, ALICE_TOKEN, ROOT, provider_config
 from tests.fakeprovider import FakeProvider, Reply
 
 KEYS = ["sk-scale-key-0-aaaaaaaaaaaa", "sk-scale-key-1-bbbbbbbbbbbb"]
 MESSAGES = [{"role": "user", "content": "hi"}]
 AIBRIDGE = Path(sys.executable).with_name("aibridge")
-
-
-def eventually(check: Callable[[], bool], timeout: float = 15.0, every: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(every)
-    return check()
 
 
 class Steady:

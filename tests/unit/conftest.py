@@ -22,6 +22,7 @@ from mitmproxy.test import taddons, tflow, tutils
 
 from aibridge.addons.chain import chain
 from aibridge.addons.runtime import Runtime
+from aibridge.providers.sse_shortcut import Shortcut
 from aibridge.state.redis_shared import Shared
 from tests.conftest import RedisServer
 
@@ -175,3 +176,19 @@ def shared(redis_server: RedisServer) -> Iterator[Callable[[], Shared]]:
     yield open_one
     for s in opened:
         s.close()
+
+
+@pytest.fixture
+def hits(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The strings stream shortcuts took without parsing their events."""
+    taken: list[str] = []
+    original = Shortcut.string
+
+    def string(self: Shortcut, data: bytes) -> str | None:
+        piece = original(self, data)
+        if piece is not None:
+            taken.append(piece)
+        return piece
+
+    monkeypatch.setattr(Shortcut, "string", string)
+    return taken

@@ -20,7 +20,6 @@ from aibridge.providers.assembly import MAX_OUTPUT_CHARS, TextAssembly
 from aibridge.providers.base import WireApi
 from aibridge.providers.catalog import wire_api
 from aibridge.providers.jsonfields import _d, _idx, _join, _json_text, _list, _text
-from aibridge.providers.sse_shortcut import Shortcut
 from aibridge.sse import RawEvent, SSEEvent
 from aibridge.streaming import output
 from aibridge.streaming.socket_session import SocketSession
@@ -398,22 +397,6 @@ def collecting(api: WireApi):
     acc = api.accumulator()
     acc.collect_text()
     return acc
-
-
-@pytest.fixture
-def hits(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The strings shortcuts took without parsing their events."""
-    taken: list[str] = []
-    original = Shortcut.string
-
-    def string(self: Shortcut, data: bytes) -> str | None:
-        piece = original(self, data)
-        if piece is not None:
-            taken.append(piece)
-        return piece
-
-    monkeypatch.setattr(Shortcut, "string", string)
-    return taken
 
 
 # -- the same text on every path --------------------------------------------------------------

@@ -6,7 +6,6 @@ import pytest
 from aibridge.providers.base import RequestInfo
 from aibridge.providers.catalog import wire_api
 from aibridge.providers.jsonfields import json_loads
-from aibridge.providers.sse_shortcut import Shortcut
 from aibridge.providers.stream import StreamAccumulator
 from aibridge.sse import RawEvent, SSEEvent
 from aibridge.summary import ResponseSummary, ToolCall
@@ -795,22 +794,6 @@ def check_raw(route: str, frames: list[tuple[str | None, bytes]]) -> StreamAccum
     fast.feed_raw([(name, data, None) for name, data in frames])
     assert observed(fast) == observed(ref)
     return fast
-
-
-@pytest.fixture
-def hits(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The strings the shortcut took without parsing the whole event."""
-    taken: list[str] = []
-    original = Shortcut.string
-
-    def string(self: Shortcut, data: bytes) -> str | None:
-        piece = original(self, data)
-        if piece is not None:
-            taken.append(piece)
-        return piece
-
-    monkeypatch.setattr(Shortcut, "string", string)
-    return taken
 
 
 def openai_chunk(delta: dict, padding: str | None = "pad", finish: str | None = None) -> dict:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -41,6 +40,7 @@ from aibridge.state.store import (
     Settled,
     StateStore,
 )
+from tests.conftest import eventually
 from tests.redis_count import RoundTrips
 
 FAR = 4_000_000_000.0
@@ -111,15 +111,6 @@ class Quota:
     def tokens(self) -> list[int]:
         return [self.state.total(limit.key("tpm"), time.time(), 60.0)
                 for limit in self.limits.limits]
-
-
-def eventually(check: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.01)
-    return check()
 
 
 # -- one round trip ---------------------------------------------------------------------------

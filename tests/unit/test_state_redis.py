@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 
 import pytest
 import redis
@@ -18,19 +17,10 @@ from aibridge.keys.pool import KeyPool, KeyState
 from aibridge.state.redis import RedisState, safe_url
 from aibridge.state.redis_shared import Shared
 from aibridge.state.store import Balance
+from tests.conftest import eventually
 
 FAR = 4_000_000_000.0
 SECRETS = ["sk-shared-key-one-0123456789", "sk-shared-key-two-0123456789"]
-
-
-def eventually(check: Callable[[], bool], timeout: float = 5.0) -> bool:
-    """Poll `check` until it holds or `timeout` passes (propagation through pub/sub)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.01)
-    return check()
 
 
 # -- the admission policies' store -----------------------------------------------------------
