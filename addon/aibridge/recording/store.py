@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,9 +41,9 @@ class Store:
         self.backend = engine.dialect.name
         dialect_insert: Callable[[sa.Table], Any] = (
             postgresql.insert if self.backend == "postgresql" else sqlite.insert)
-        self._statements = {kind: dialect_insert(table).on_conflict_do_nothing(
-                                index_elements=["id"])
-                            for kind, table in _TABLES.items()}
+        self._inserts = {kind: DriverInsert(dialect_insert(table).on_conflict_do_nothing(
+                             index_elements=["id"]), table, engine.dialect)
+                         for kind, table in _TABLES.items()}
 
     def write(self, entries: Sequence[Entry]) -> None:
         """All entries in one transaction. Raises whatever the database or a value raised."""
@@ -54,7 +54,7 @@ class Store:
         with self.engine.begin() as connection:
             for kind in _ORDER:
                 if rows := by_kind.get(kind):
-                    connection.execute(self._statements[kind], list(rows.values()))
+                    self._inserts[kind].run(connection, rows.values())
 
     def write_each(self, entries: Sequence[Entry]) -> list[tuple[Entry, BaseException]]:
         """Entry by entry, to isolate records the database refuses after a batch failed.
@@ -68,6 +68,34 @@ class Store:
                     raise
                 refused.append((entry, e))
         return refused
+
+
+class DriverInsert:
+    """One table's insert, compiled once, run as the driver's executemany with each value
+    converted by the column type's own bind processor: the values stored are exactly those
+    `connection.execute(statement, rows)` stores, without SQLAlchemy's per-execution work
+    (cache lookup, parameter dicts per row), which was a third of the writer's CPU."""
+
+    def __init__(self, statement: Any, table: sa.Table, dialect: sa.Dialect) -> None:
+        self.statement = statement
+        compiled = statement.compile(dialect=dialect)
+        self.sql = str(compiled)
+        names = list(compiled.positiontup) if dialect.positional else list(compiled.params)
+        types = {column.name: column.type for column in table.columns}
+        self.columns = tuple((name, types[name].dialect_impl(dialect).bind_processor(dialect))
+                             for name in names)
+        self.positional = dialect.positional
+
+    def run(self, connection: sa.Connection, rows: Iterable[dict[str, Any]]) -> None:
+        columns = self.columns
+        if self.positional:
+            params: list[Any] = [tuple(row[name] if process is None or row[name] is None
+                                       else process(row[name]) for name, process in columns)
+                                 for row in rows]
+        else:
+            params = [{name: row[name] if process is None or row[name] is None
+                       else process(row[name]) for name, process in columns} for row in rows]
+        connection.exec_driver_sql(self.sql, params)
 
 
 def to_row(entry: Entry) -> dict[str, Any]:
