@@ -28,6 +28,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.subscriptions import InMemorySubscriptionBus, ToolsListChanged
 
 ANSWER = "Docs for {query}: the build uses make."
+CONFIG = "[default]\nregion = eu-west-1\naws_access_key_id = AKIAZ7Q3XWERTYUIOPLK\n"
 
 
 class McpTestServer:
@@ -70,6 +71,11 @@ class McpTestServer:
             calls.append(("slow", {"seconds": seconds}))
             await asyncio.sleep(seconds)
             return "finally"
+
+        @self.server.tool(description="The deployment configuration.")
+        def read_config() -> str:
+            calls.append(("read_config", {}))
+            return CONFIG
 
         @self.server.tool(description="Always fails.")
         def broken() -> str:

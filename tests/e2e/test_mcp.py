@@ -302,3 +302,45 @@ def test_claude_code_gets_the_answer_and_never_sees_the_call(bridge, fake, mcp_s
         fake, "/v1/messages") if "toolu_cc1" in r.body.decode()]
     assert follow_up, [r.path for r in fake.requests]
     # Claude Code's next turn would carry what it saw: the final text, no bridge call.
+
+
+# -- secrets in a bridge tool's result --------------------------------------------------------
+
+
+def _config_round(bridge, fake) -> tuple[dict, str]:
+    fake.enqueue(tool_call_reply("/v1/messages", "bmcp_docs_read_config", {}, stream=False,
+                                 call_id="toolu_s1"), "/v1/messages")
+    bridge.anthropic().messages.create(model="claude-sonnet-5", max_tokens=64,
+                                       messages=MESSAGES)
+    follow_up = model_calls(fake, "/v1/messages")[-1].json()
+    result = follow_up["messages"][-1]["content"][0]
+    assert result["tool_use_id"] == "toolu_s1"
+    return result, follow_up["messages"][-1]["content"][0]["content"]
+
+
+def test_a_secret_in_a_tool_result_is_redacted_before_the_next_round(fake, make_bridge,
+                                                                      mcp_server):
+    bridge = make_bridge(provider_config(fake.url, extra=mcp_config(mcp_server.url)),
+                         env={"DOCS_MCP_TOKEN": "Bearer t"})
+    bridge.wait_for_log(r"mcp server docs at .*: \d+ tool\(s\) offered")
+    _, sent = _config_round(bridge, fake)
+    assert "AKIAZ7Q3XWERTYUIOPLK" not in sent
+    assert "region = eu-west-1" in sent and "[REDACTED aws-access-key #" in sent
+    assert mcp_server.calls[-1] == ("read_config", {})
+    assert bridge.stop() == 0
+    with sqlite3.connect(bridge.workdir / "data" / "aibridge.db") as db:
+        findings = db.execute("SELECT rule, location, action FROM findings").fetchall()
+    assert findings == [("aws-access-key", "result of bridge tool bmcp_docs_read_config "
+                         "(call toolu_s1)", "redact")]
+    assert "AKIAZ7Q3XWERTYUIOPLK" not in bridge.log()
+
+
+def test_a_secret_to_block_withholds_the_tool_result(fake, make_bridge, mcp_server):
+    bridge = make_bridge(provider_config(fake.url, extra=mcp_config(mcp_server.url)
+                                         + '\n[secrets]\naction = "block"\n'),
+                         env={"DOCS_MCP_TOKEN": "Bearer t"})
+    bridge.wait_for_log(r"mcp server docs at .*: \d+ tool\(s\) offered")
+    _, sent = _config_round(bridge, fake)
+    assert "AKIAZ7Q3XWERTYUIOPLK" not in sent and "eu-west-1" not in sent
+    assert sent.startswith("[AI Bridge withheld this tool result: it holds a secret "
+                           "(aws-access-key, [REDACTED aws-access-key #")

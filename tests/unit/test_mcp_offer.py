@@ -22,7 +22,7 @@ OFFER = Offer((TOOL,))
 def setup(body: dict, *, streaming: bool = False, strip: bool = False,
           offer: Offer = OFFER, problems: list[str] | None = None):
     mcp = SimpleNamespace(active=True, offer=lambda actor: offer, config=McpConfig())
-    runtime = SimpleNamespace(mcp=mcp, reporter=None, tool_aliases=Aliases(),
+    runtime = SimpleNamespace(mcp=mcp, reporter=None, tool_aliases=Aliases(), secret_scan=None,
                               splice_problems=problems or [])
     ex = SimpleNamespace(interception=SimpleNamespace(streaming=streaming, id="i-1"),
                          api=MESSAGES, provider=SimpleNamespace(strip_client_identity=strip),

@@ -18,7 +18,7 @@ from mitmproxy import connection, ctx, http
 from aibridge.addons.mitm_shim import Handover
 from aibridge.admission.budgets import Notify
 from aibridge.admission.policies import build_policies
-from aibridge.admission.secrets import secret_scan
+from aibridge.admission.secrets import SecretScan, secret_scan
 from aibridge.admission.steps import Pipelines, pipelines
 from aibridge.counters import Registry
 from aibridge.errors.envelope import OPENAI_ERR_TYPE_API, new_response_error
@@ -47,6 +47,7 @@ class Runtime:
     def __init__(self) -> None:
         self.settings_or_none: Settings | None = None
         self.pipelines: Pipelines | None = None
+        self.secret_scan: SecretScan | None = None  # also screens bridge tools' results
         self.counters = Registry()  # survives config reloads; telemetry reads it
         self.reporter = Reporter(None, None)
         self.recorder: Recorder | None = None  # for the health document
@@ -98,10 +99,10 @@ class Runtime:
         self.mcp.configure(settings.config.mcp, settings.config.budgets_settings.team_key,
                            os.environ)
         budgets, limits = build_policies(settings, notify=self._webhook(settings))
+        self.secret_scan = secret_scan(settings)
         self.pipelines = pipelines(settings.config.max_body_bytes, settings.breakers,
                                    settings.config.max_passthrough_body_bytes,
-                                   budgets=budgets, limits=limits,
-                                   secrets=secret_scan(settings))
+                                   budgets=budgets, limits=limits, secrets=self.secret_scan)
 
     def hold(self, interception: Interception | None, holds: Sequence[Hold]) -> None:
         """An admitted interception keeps what admission took until it ends (the reporter

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 
@@ -18,10 +19,13 @@ from mitmproxy import ctx, http
 
 from aibridge.addons import client_writer
 from aibridge.addons.runtime import Runtime
+from aibridge.admission.secrets import SecretScan
 from aibridge.errors.proxy_failures import interrupted
 from aibridge.flow.exchange import Exchange
+from aibridge.observe import flowview
 from aibridge.streaming.tap import StreamTap
 from aibridge.streaming.tool_loop import Answer, SplicedStream, ToolLoop, record_calls
+from aibridge.summary import ToolCall
 from aibridge.upstream.followup import FollowUps
 
 logger = logging.getLogger("aibridge")
@@ -50,10 +54,25 @@ def offer(runtime: Runtime, flow: http.HTTPFlow, ex: Exchange, body: object) -> 
     if loop is None:
         return
     loop.aliases = runtime.tool_aliases
+    if runtime.secret_scan is not None:
+        loop.screen = functools.partial(_screen, runtime.secret_scan, runtime, flow, ex)
     flow.request.content = loop.encoded()
     if streaming:
         flow.request.headers["Accept-Encoding"] = "identity"  # spliced as plain text
     ex.tool_loop = loop
+
+
+def _screen(scan: SecretScan, runtime: Runtime, flow: http.HTTPFlow, ex: Exchange,
+            call: ToolCall, text: str) -> str:
+    """A bridge tool's result is scanned like what a client sends, before the next round
+    takes it upstream; what is found is recorded like a request's findings."""
+    assert ex.interception is not None
+    text, found = scan.screen(ex.caller.actor, ex.provider.name,
+                              f"result of bridge tool {call.name} (call {call.id})", text)
+    if found:
+        runtime.reporter.findings(ex.interception, found)
+        flowview.secrets(flow, found)
+    return text
 
 
 def splice(flow: http.HTTPFlow, ex: Exchange, tap: StreamTap) -> SplicedStream:

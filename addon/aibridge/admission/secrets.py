@@ -196,6 +196,32 @@ class SecretScan:
     def release(self, candidate: Candidate) -> None:
         pass
 
+    def screen(self, actor: Actor, provider: str, where: str,
+               text: str) -> tuple[str, list[Finding]]:
+        """A text the bridge itself puts in a request (a bridge tool's result, for the next
+        round of its tool loop) as it may go upstream, with what was found: redacted secrets
+        become placeholders; a secret to block withholds the whole text (the model reads why,
+        the loop goes on); logged ones stay, as in a client's request."""
+        policy = self.policy
+        if len(text) < MIN_TEXT or not policy.scans(actor, provider):
+            return text, []
+        findings, redacted = [], []
+        blocked: Finding | None = None
+        for hit in policy.scanner.scan(text):
+            action = policy.action(actor, provider, hit.rule)
+            if action == OFF:
+                continue
+            finding = Finding(hit.rule, where, action, hit.digest)
+            findings.append(finding)
+            if action == REDACT:
+                redacted.append(hit)
+            elif action == BLOCK and blocked is None:
+                blocked = finding
+        if blocked is not None:
+            return (f"[AI Bridge withheld this tool result: it holds a secret ({blocked.rule}, "
+                    f"{blocked.placeholder}) that is not sent to the provider]"), findings
+        return (redact(text, redacted) if redacted else text), findings
+
 
 def secret_scan(settings: Settings) -> SecretScan | None:
     """The step for these settings; None when scanning is off everywhere."""

@@ -132,6 +132,8 @@ class ToolLoop:
         self.auth_value: str | None = None  # the credential that answered (set on failover)
         self.stream: SplicedStream | None = None  # a streamed answer's splicer
         self.aliases: Aliases | None = None  # answer ids clients saw -> the provider's
+        # A tool's result as it may go upstream (secret scanning: admission/secrets.py).
+        self.screen: Callable[[ToolCall, str], str] | None = None
 
     @classmethod
     def offer_tools(cls, api: WireApi | None, body: object, offer: Offer, runner: Runner, *,
@@ -176,7 +178,10 @@ class ToolLoop:
                 self.record(round_, call, tool, outcome)
             except Exception:  # a record must never cost the client its answer
                 log.exception("aibridge: recording an MCP tool call failed")
-            runs.append(ToolRun(call, outcome.output, outcome.is_error))
+            output = outcome.output
+            if self.screen is not None and output:
+                output = self.screen(call, output)
+            runs.append(ToolRun(call, output, outcome.is_error))
         return runs
 
     def follow_up(self, answer: dict[str, Any], runs: Sequence[ToolRun]) -> bytes:
