@@ -10,6 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import redis
 
 from aibridge.admission.budgets import BudgetBook, Budgets
 from aibridge.admission.limits import LimitBook, RateLimits
@@ -35,6 +36,7 @@ from aibridge.state.store import (
     Below,
     Charge,
     Hit,
+    Release,
     Reserve,
     Settle,
     Settled,
@@ -279,3 +281,27 @@ def test_the_batched_path_falls_back_at_once_and_resyncs(shared, redis_server, c
     with RoundTrips(redis_server.url) as admission:
         q.admit()
     assert admission.commands == ["EVALSHA"]  # the script was loaded again at the re-sync
+
+
+def test_a_slot_count_redis_lost_track_of_comes_back_to_what_the_process_holds(
+        shared, redis_server, monkeypatch):
+    """A slot given back on the request path between a re-sync's look at the counts and the
+    moment Redis is used again stayed counted in Redis for good (found by the Redis-outage
+    e2e test: '4 request(s) in flight at most' with three clients). Each heartbeat now sets
+    this process's field to what it holds."""
+    from aibridge.state import redis as redis_state
+
+    monkeypatch.setattr(redis_state, "HEARTBEAT_EVERY", 0.1)
+    link = shared()
+    store = link.store
+    assert store.admit([Acquire("concurrent:x", 4)]).refused is None
+    assert store.admit([Acquire("concurrent:x", 4)]).refused is None
+    store.end([Release("concurrent:x")])
+    field = redis.Redis.from_url(redis_server.url)
+    slot_key = "t:s:slots:concurrent:x"
+    assert eventually(lambda: int(field.hget(slot_key, link.link.process) or 0) == 1)
+    field.hset(slot_key, link.link.process, 3)  # what a lost release leaves behind
+    assert eventually(lambda: int(field.hget(slot_key, link.link.process) or 0) == 1)
+    store.end([Release("concurrent:x")])
+    field.hset(slot_key, link.link.process, 2)  # and one whose key the process no longer holds
+    assert eventually(lambda: int(field.hget(slot_key, link.link.process) or 0) == 0)

@@ -235,6 +235,11 @@ class MemoryState(OneAtATime):
         with self._lock:
             return dict(self._slots)
 
+    def with_slot_counts(self, use: Callable[[dict[str, int]], None]) -> None:
+        """`use(counts)` while no slot is taken or given back here."""
+        with self._lock:
+            use(dict(self._slots))
+
     # -- housekeeping -----------------------------------------------------------------------
 
     def forget_all_but_slots(self) -> None:

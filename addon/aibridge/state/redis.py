@@ -93,6 +93,7 @@ class RedisLink:
         self.outages = 0
         self._listeners: dict[str, list[Callable[[dict[str, Any]], None]]] = {}
         self._resyncs: list[Callable[[], None]] = []
+        self._beats: list[Callable[[], None]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -108,6 +109,20 @@ class RedisLink:
         """Call `handler` (on the link's thread) each time Redis is reached after an outage
         or at start, before the request path uses Redis again."""
         self._resyncs.append(handler)
+
+    def on_heartbeat(self, handler: Callable[[], None]) -> None:
+        """Call `handler` (on the link's thread) right after each re-sync has let the request
+        path use Redis again, and with every heartbeat while it is reachable."""
+        self._beats.append(handler)
+
+    def _beat(self) -> None:
+        for handler in self._beats:
+            try:
+                handler()
+            except FAILURES:
+                raise  # Redis went away: the caller marks it
+            except Exception:  # a bug here must not end the link's thread
+                logger.exception("aibridge: shared state: heartbeat work failed")
 
     def start(self) -> None:
         """Connect now (bounded by the timeout), then keep watching in the background."""
@@ -187,6 +202,10 @@ class RedisLink:
             logger.warning(f"aibridge: shared state at {safe_url(self.url)} is back; "
                            "re-synced, shared again")
         self._pubsub = pubsub
+        try:
+            self._beat()  # what changed between the re-sync and this moment
+        except FAILURES as e:
+            self._lost(e)
         return pubsub
 
     def _run(self) -> None:
@@ -222,6 +241,7 @@ class RedisLink:
             if time.monotonic() >= beat:
                 beat = time.monotonic() + HEARTBEAT_EVERY
                 self.client.set(self.alive_key, "1", ex=ALIVE_TTL)
+                self._beat()
 
     def _dispatch(self, data: bytes) -> None:
         try:
@@ -416,8 +436,12 @@ class RedisState(OneAtATime):
         self._known: dict[str, tuple[int, float]] = {}  # money key -> (last spent, expires_at)
         self._in_redis: Counter[str] = Counter()  # money key -> nanos reserved in Redis by us
         self._owed: dict[str, tuple[int, int, float]] = {}  # settled meanwhile: spent, freed
+        # Concurrency keys this process ever took a slot of: its count in each is kept in Redis
+        # as one field, which `sync_slots` sets to what the process holds (0 included).
+        self._slot_keys: set[str] = set()
         self._batch = link.client.register_script(_BATCH)
         link.on_resync(self.resync)
+        link.on_heartbeat(self.sync_slots)
 
     # -- keys and the wire ----------------------------------------------------------------
 
@@ -490,6 +514,10 @@ class RedisState(OneAtATime):
     # -- admission --------------------------------------------------------------------------
 
     def admit(self, ops: Sequence[AdmitOp]) -> Outcome:
+        for op in ops:
+            if type(op) is Acquire and op.key not in self._slot_keys:
+                with self._lock:
+                    self._slot_keys.add(op.key)
         raw = self._run(ops)
         if raw is None:
             return self._admit_locally(ops)
@@ -666,8 +694,9 @@ class RedisState(OneAtATime):
         if ops:
             keys, args = self._encode(ops)
             self._batch(keys=keys, args=args, client=pipe)
-        for key, count in self.local.slot_counts().items():
-            pipe.hset(self._slot(key), self.link.process, count)
+        counts = self.local.slot_counts()
+        for key in self._tracked_slots():
+            pipe.hset(self._slot(key), self.link.process, counts.get(key, 0))
         try:
             if len(pipe):
                 pipe.execute()
@@ -683,6 +712,29 @@ class RedisState(OneAtATime):
                 if self._in_redis[key] <= 0:
                     del self._in_redis[key]
         self.local.forget_all_but_slots()  # the fallback's money and windows are stale now
+
+    def sync_slots(self) -> None:
+        """This process's field of each concurrency key set to the slots it holds now. Counts
+        change on the request path while a re-sync runs, so one taken or given back between
+        the re-sync's look and the moment Redis is used again would otherwise stay counted
+        (a slot lost for good) or missing; this runs right after that moment and with every
+        heartbeat, so any such difference lasts a few seconds at most. The local count stays
+        still while the fields are written (one round trip)."""
+        keys = self._tracked_slots()
+        if not keys:
+            return
+
+        def write(counts: dict[str, int]) -> None:
+            pipe = self.link.client.pipeline(transaction=False)
+            for key in keys:
+                pipe.hset(self._slot(key), self.link.process, counts.get(key, 0))
+            pipe.execute()
+
+        self.local.with_slot_counts(write)
+
+    def _tracked_slots(self) -> list[str]:
+        with self._lock:
+            return sorted(self._slot_keys)
 
     def sizes(self) -> dict[str, int]:
         return self.local.sizes()
