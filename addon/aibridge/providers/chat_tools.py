@@ -12,7 +12,6 @@ round. Requests for several choices (`n` > 1) are left alone.
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +22,7 @@ from aibridge.providers.tooluse import (
     ToolRun,
     ToolSpec,
     ToolWire,
+    event_object,
     object_schema,
     raw_sse,
     sse,
@@ -142,11 +142,7 @@ class ChatSplicer(StreamSplicer):
         if data.strip() == _DONE:
             self._done = True
             return b""
-        try:
-            obj = json.loads(data)
-        except ValueError:
-            return raw_sse(name, data)
-        if not isinstance(obj, dict):
+        if (obj := event_object(data)) is None:
             return raw_sse(name, data)
         if isinstance(obj.get("error"), dict):
             self._failed = True

@@ -23,6 +23,7 @@ from aibridge.providers.tooluse import (
     ToolSpec,
     ToolWire,
     arguments,
+    event_object,
     object_schema,
     raw_sse,
     sse,
@@ -128,11 +129,7 @@ class MessagesSplicer(StreamSplicer):
         self._visible_tool = False
 
     def event(self, name: str | None, data: bytes) -> bytes:
-        try:
-            obj = json.loads(data)
-        except ValueError:
-            return raw_sse(name, data)
-        if not isinstance(obj, dict):
+        if (obj := event_object(data)) is None:
             return raw_sse(name, data)
         kind = obj.get("type") or name
         if kind == "message_start":

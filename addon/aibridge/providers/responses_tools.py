@@ -13,7 +13,6 @@ output the client saw and the usage of every round. Background responses are lef
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,6 +23,7 @@ from aibridge.providers.tooluse import (
     ToolRun,
     ToolSpec,
     ToolWire,
+    event_object,
     object_schema,
     raw_sse,
     sse,
@@ -127,11 +127,7 @@ class ResponsesSplicer(StreamSplicer):
         self._visible_call = False
 
     def event(self, name: str | None, data: bytes) -> bytes:
-        try:
-            obj = json.loads(data)
-        except ValueError:
-            return raw_sse(name, data)
-        if not isinstance(obj, dict):
+        if (obj := event_object(data)) is None:
             return raw_sse(name, data)
         kind = _s(obj.get("type")) or name or ""
         if kind in _OPENING:

@@ -149,6 +149,16 @@ def sse(name: str | None, obj: object) -> bytes:
     return f"{head}data: {data}\n\n".encode()
 
 
+def event_object(data: bytes) -> dict[str, Any] | None:
+    """A streamed event's data as a JSON object; None for anything else (which a splicer
+    forwards as it came: `raw_sse`)."""
+    try:
+        obj = json.loads(data)
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
 def raw_sse(name: str | None, data: bytes) -> bytes:
     """An event forwarded as it came (data may span lines)."""
     head = b"event: " + name.encode() + b"\n" if name else b""
