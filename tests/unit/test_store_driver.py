@@ -9,8 +9,10 @@ from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
+from aibridge.recording import schema
 from aibridge.recording.codec import new_entry
 from aibridge.recording.engine import make_engine
 from aibridge.recording.migrate import upgrade
@@ -63,10 +65,17 @@ def _stored(engine: sa.Engine) -> dict[str, list[tuple]]:
                 for kind, table in _TABLES.items()}
 
 
-def _check(engine_for: Iterator[sa.Engine]) -> None:
+def _check(engine_for: Iterator[sa.Engine], chunk: int | None = None) -> None:
+    """`chunk`: rows per statement, so that a batch spans several statements and a remainder."""
     mine, theirs = next(engine_for), next(engine_for)
-    entries = [new_entry(r) for r in records()]
-    Store(mine).write(entries)
+    entries = [new_entry(r) for r in records() + interception() + interception()]
+    store = Store(mine)
+    if chunk is not None:
+        for insert in store._inserts.values():
+            insert.chunk = chunk
+    # A batch with half of it already written (a replay meeting its original) stores each once.
+    store.write(entries[::2])
+    store.write(entries)
     # The reference: SQLAlchemy's compiled insert with its own parameter processing.
     store = Store(theirs)
     by_kind: dict[str, list[dict]] = {}
@@ -78,17 +87,38 @@ def _check(engine_for: Iterator[sa.Engine]) -> None:
                 connection.execute(store._inserts[kind].statement, rows)
     assert set(by_kind) == set(_TABLES)  # every table written
     assert _stored(mine) == _stored(theirs)
-    Store(mine).write(entries)  # a replay is ignored, as before
+    store.write(entries)  # a replay is ignored, as before
     assert _stored(mine) == _stored(theirs)
+    assert sum(len(rows) for rows in _stored(mine).values()) == len(entries)
 
 
-def test_sqlite_stores_what_sqlalchemy_stores(tmp_path: Path) -> None:
+@pytest.mark.parametrize("chunk", [None, 2])
+def test_sqlite_stores_what_sqlalchemy_stores(tmp_path: Path, chunk: int | None) -> None:
     def engines() -> Iterator[sa.Engine]:
         for name in ("a", "b"):
             engine = make_engine(resolve_url(f"sqlite:///{name}.db", tmp_path))
             upgrade(engine, "test")
             yield engine
-    _check(engines())
+    _check(engines(), chunk)
+
+
+def test_a_batch_is_one_statement_per_table_up_to_the_chunk() -> None:
+    """Few statements per batch is the point (see DriverInsert); a chunk never exceeds the
+    databases' parameter limits."""
+    statements: list[str] = []
+    engine = sa.create_engine("sqlite://")
+    sa.event.listen(engine, "before_cursor_execute",
+                    lambda _c, _cur, sql, *_a: statements.append(sql))
+    with engine.begin() as connection:
+        schema.metadata.create_all(connection)
+    statements.clear()
+    store = Store(engine)
+    entries = [new_entry(r) for r in interception() + interception() + interception()]
+    store.write(entries)
+    kinds = {entry.kind for entry in entries}
+    assert len([s for s in statements if s.startswith("INSERT")]) == len(kinds)
+    for insert in store._inserts.values():
+        assert insert.chunk * len(insert.columns) <= 30_000
 
 
 def test_postgresql_stores_what_sqlalchemy_stores(postgres) -> None:
@@ -100,7 +130,7 @@ def test_postgresql_stores_what_sqlalchemy_stores(postgres) -> None:
             upgrade(engine, "test")
             yield engine
     try:
-        _check(engines())
+        _check(engines(), chunk=2)
     finally:
         for name in names:
             postgres.drop_database(name)
