@@ -25,6 +25,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of stat(5)
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent on anything but idling since boot (/proc/stat, proc(5))."""
+    with open("/proc/stat", "rb") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / CLK_TCK  # guest time is already in user time
+
+
 def thread_cpu_seconds(pid: int) -> dict[int, float]:
     """utime + stime per thread of a process (tid -> seconds); threads that ended are gone."""
     out: dict[int, float] = {}

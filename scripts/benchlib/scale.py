@@ -24,7 +24,7 @@ import bench
 
 from benchlib import payloads
 from benchlib.client import Endpoint, client_context
-from benchlib.procs import BenchError, FakeProc, cpu_seconds
+from benchlib.procs import BenchError, FakeProc, cpu_seconds, machine_busy_seconds
 
 ROOT = Path(__file__).resolve().parents[2]
 AIBRIDGE = Path(sys.executable).with_name("aibridge")
@@ -148,15 +148,18 @@ async def measure(serve: Serve, fake: FakeProc, args: argparse.Namespace) -> dic
                               ("sse", args.streams, payloads.sse_body())):
         rounds = []
         for _ in range(args.rounds):
-            cpu0 = serve.cpu()
+            cpu0, busy0 = serve.cpu(), machine_busy_seconds()
             run = await bench.one_run(target, fake, workload, args.concurrency, n,
                                       2 if workload == "small" else 1, body, args.events)
             run["workers_cpu_s"] = serve.cpu() - cpu0
+            run["others_cpu_s"] = machine_busy_seconds() - busy0 - run["workers_cpu_s"]
             rounds.append(run)
         rates = sorted(r["rps"] for r in rounds)
         total = sum(r["n"] for r in rounds)
         out[workload] = {"per_s": rates[len(rates) // 2],
                          "cpu_ms_per_req": 1e3 * sum(r["workers_cpu_s"] for r in rounds) / total,
+                         # The client, the fake provider, HAProxy, Redis and anything else.
+                         "others_ms_per_req": 1e3 * sum(r["others_cpu_s"] for r in rounds) / total,
                          "p50_ms": bench.dist_ms([x for r in rounds
                                                   for x in r["latencies_ns"]])["p50"]}
     return out
@@ -190,11 +193,27 @@ async def run(args: argparse.Namespace, tmp: Path) -> int:
             sse = results[n]["sse"]["per_s"] / results[first]["sse"]["per_s"]
             print(f"  {first} -> {n} workers: small x{small:.2f}, SSE x{sse:.2f} (the client, "
                   f"fake provider, HAProxy and Redis share these {os.cpu_count()} CPUs)")
+        for n in args.counts:
+            print("  " + ceiling(n, results[n]["small"], results[first]["small"]["per_s"]))
         return 0
     finally:
         if redis is not None:
             redis.stop()
         fake.stop()
+
+
+def ceiling(n: int, small: dict, first_per_s: float) -> str:
+    """How close `n` workers came to what this machine can serve at all: each request took
+    w CPU in the workers and o everywhere else (client, fake provider, HAProxy, Redis), so
+    with every core busy the rate is at most cores / (w + o). (No n / w bound: a worker uses
+    more than one core, its recorder writes on a thread of its own.)"""
+    cores = os.cpu_count() or 1
+    w, o = small["cpu_ms_per_req"] / 1e3, max(0.0, small["others_ms_per_req"] / 1e3)
+    most = cores / (w + o)
+    busy = small["per_s"] * (w + o) / cores
+    return (f"{n} worker(s), small: {1e3 * w:.3f} ms CPU per request in the workers + "
+            f"{1e3 * o:.3f} ms in the rest; cores busy {100 * busy:.0f} %; with all {cores} "
+            f"busy at most {most:.0f} req/s (x{most / first_per_s:.2f} of {first_per_s:.0f})")
 
 
 def main(argv: list[str]) -> int:
