@@ -120,3 +120,24 @@ def test_copilot_takes_no_central_keys():
         registry({"copilot": {"enabled": True, "credentials": "auto"}})
     assert registry({"copilot": {"enabled": True}}).for_host(
         "api.githubcopilot.com").credentials == "byok"
+
+
+def test_a_route_is_classified_once_per_target_and_method(monkeypatch):
+    """Provider.match keeps what it found per (method, target): the same answer as
+    classifying afresh, a different one for another method or target, and a bounded table."""
+    from aibridge.providers import registry as registry_module
+    from aibridge.providers.registry import BRIDGED, INVALID, PASSTHROUGH
+
+    openai = registry({"openai": {"enabled": True}}).for_host("api.openai.com")
+    first = openai.match("POST", "/v1/chat/completions")
+    assert first.kind == BRIDGED
+    assert openai.match("POST", "/v1/chat/completions") is first
+    assert openai.match("POST", "/v1/chat/completions") == openai._match(
+        "POST", "/v1/chat/completions")
+    assert openai.match("GET", "/v1/chat/completions").kind != BRIDGED
+    assert openai.match("POST", "/v1/files").kind == PASSTHROUGH
+    assert openai.match("POST", "/v1/\x00").kind == INVALID
+    monkeypatch.setattr(registry_module, "ROUTE_CACHE_SIZE", 8)
+    for n in range(50):
+        assert openai.match("POST", f"/v1/chat/completions?n={n}").kind == BRIDGED
+    assert len(openai._routes) <= 8

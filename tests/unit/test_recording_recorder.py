@@ -324,6 +324,6 @@ def test_from_settings(tmp_path: Path) -> None:
     try:
         assert recorder.where == str(tmp_path / "rel.db")
         assert recorder.stats()["spool_path"] == str(tmp_path / "spool/x.jsonl")
-        assert recorder._queue.maxsize == 7
+        assert recorder._queue.size == 7
     finally:
         recorder.close()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Mapping
+from types import MappingProxyType
 
 from mitmproxy.http import Headers
 
@@ -43,7 +44,7 @@ class _Deployment(WireApi):
         found = _DEPLOYMENT.fullmatch(path) if method == "POST" else None
         if found is None or found[2] != self.path:
             return None
-        return {"deployment": found[1]}
+        return MappingProxyType({"deployment": found[1]})
 
     def request_info(self, body: object, params: Mapping[str, str] = NO_PARAMS) -> RequestInfo:
         info = super().request_info(body, params)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from mitmproxy.http import Headers
@@ -145,7 +146,7 @@ class GenerateContent(WireApi):
         found = _ROUTE.fullmatch(path) if method == "POST" else None
         if found is None or found[4] != self.method:
             return None
-        return {"model": found[3], "version": found[1]}
+        return MappingProxyType({"model": found[3], "version": found[1]})
 
     def request_info(self, body: object, params: Mapping[str, str] = NO_PARAMS) -> RequestInfo:
         correlating = self.correlating_tool_call_id(body) if isinstance(body, dict) else None

@@ -22,7 +22,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
-import queue
 import threading
 import time
 from collections.abc import Sequence
@@ -39,6 +38,7 @@ from aibridge.recording.db_errors import (
     is_unreachable,
 )
 from aibridge.recording.engine import make_engine
+from aibridge.recording.inbox import Inbox
 from aibridge.recording.migrate import upgrade
 from aibridge.recording.paths import (
     RecordingUrlError,
@@ -85,7 +85,7 @@ class Recorder:
         self._batch_size = max(1, batch_size)
         self._batch_interval = max(0.001, batch_interval)
         self._max_backoff = max(_FIRST_BACKOFF, max_backoff)
-        self._queue: queue.Queue[Entry] = queue.Queue(max(1, queue_size))
+        self._queue: Inbox[Entry] = Inbox(queue_size)
         self._counters_lock = threading.Lock()
         self._counters = {"written": 0, "replayed": 0, "spooled_total": 0, "overflowed": 0,
                           "failed_batches": 0, "rejected": 0, "dropped": 0}
@@ -155,13 +155,8 @@ class Recorder:
         except Exception as e:
             self._drop(1, f"not a record: {describe_error(e)}")
             return
-        if self._accepting:
-            try:
-                self._queue.put_nowait(entry)
-                return
-            except queue.Full:
-                pass
-        self._overflow(entry)
+        if not (self._accepting and self._queue.put(entry)):
+            self._overflow(entry)
 
     # --- control -------------------------------------------------------------------------
 
@@ -185,7 +180,7 @@ class Recorder:
         self._wake.set()
         try:
             while True:
-                if self._queue.unfinished_tasks == 0 and self.spooled == 0:
+                if self._queue.unfinished == 0 and self.spooled == 0:
                     return True
                 if time.monotonic() >= deadline or not self._thread.is_alive():
                     return False
@@ -210,11 +205,9 @@ class Recorder:
         # The writer may hang in a database call; its batch is spooled too (a duplicate is
         # harmless: writes are idempotent), and so is anything that raced into the queue.
         leftovers = list(self._inflight) if stuck else []
-        while True:
-            try:
-                leftovers.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
+        while taken := self._queue.take(self._batch_size):
+            leftovers += taken
+            self._queue.done(len(taken))
         if leftovers:
             self._to_spool(leftovers)
         if stuck:
@@ -229,7 +222,7 @@ class Recorder:
         with self._counters_lock:
             counters = dict(self._counters)
         return {"backend": self.backend, "database": self.where,
-                "db_available": self._available, "queued": self._queue.qsize(),
+                "db_available": self._available, "queued": len(self._queue),
                 "spooled": self.spooled, **counters, "last_error": self._last_error,
                 "spool_path": str(self._spool.path)}
 
@@ -252,9 +245,8 @@ class Recorder:
                 self._to_spool(batch)
             finally:
                 self._inflight = ()
-                for _ in batch:
-                    self._queue.task_done()
-            if self._stop.is_set() and self._queue.empty() and (
+                self._queue.done(len(batch))
+            if self._stop.is_set() and not self._queue and (
                     not self.spooled or self._past_deadline()
                     or time.monotonic() < self._retry_at):
                 return
@@ -269,11 +261,7 @@ class Recorder:
         batch: list[Entry] = []
         started = time.monotonic()
         while True:
-            try:
-                while len(batch) < self._batch_size:
-                    batch.append(self._queue.get_nowait())
-            except queue.Empty:
-                pass
+            batch += self._queue.take(self._batch_size - len(batch))
             if len(batch) >= self._batch_size:
                 return batch
             if self._flushing or self._stop.is_set():
