@@ -9,9 +9,13 @@ from pathlib import Path
 # Works from any directory and without installing the package: the package sits beside us.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from aibridge.addons import mitm_typecheck
 from aibridge.addons.chain import chain
 from aibridge.addons.dispatch import Dispatch
 from aibridge.observe import contentview, secretsview
+
+# mitmproxy's per-message type check, same verdicts without its exception cycles.
+mitm_typecheck.install()
 
 # One addon for mitmproxy to walk, calling the chain's hooks in order (addons/dispatch.py).
 addons = [Dispatch(chain())]

@@ -94,6 +94,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--bridge-args", default="",
                    help="extra mitmdump arguments for the bridge only (shell-quoted string), "
                         "for experiments, e.g. \"--set bridge_access_log=off\"")
+    p.add_argument("--bare-args", default="",
+                   help="extra mitmdump arguments for bare mitmdump only (shell-quoted string)")
+    p.add_argument("--bare-typecheck-fix", action="store_true",
+                   help="give bare mitmdump the bridge's fix of mitmproxy's message type check "
+                        "(addon/aibridge/addons/mitm_typecheck.py), to compare like for like")
     p.add_argument("--keep-tmp", action="store_true",
                    help="keep the temporary directory (mitmdump logs, confdirs)")
     p.add_argument("--bridge-toml", default="",
@@ -187,7 +192,7 @@ def clean_env() -> dict[str, str]:
 
 
 def start_mitmdumps(tmp: Path, fake: FakeProc, extra_bridge_args: str,
-                    extra_toml: str = "") -> tuple[Mitmdump, Mitmdump]:
+                    extra_toml: str = "", extra_bare_args: str = "") -> tuple[Mitmdump, Mitmdump]:
     env = clean_env()
     # A fresh recording database per run: a shared one grows run by run, and what a write
     # costs depends on the database's size.
@@ -195,7 +200,8 @@ def start_mitmdumps(tmp: Path, fake: FakeProc, extra_bridge_args: str,
     bare = Mitmdump(
         tmp / "bare.log", name="bare mitmdump", confdir=tmp / "bare-confdir", env=env, cwd=tmp,
         args=[*QUIET, "--set", f"ssl_verify_upstream_trusted_ca={fake.ca}",
-              "--set", "connection_strategy=lazy", "--set", "stream_large_bodies=1"])
+              "--set", "connection_strategy=lazy", "--set", "stream_large_bodies=1",
+              *shlex.split(extra_bare_args)])
     config = tmp / "aibridge.toml"
     config.write_text(f'[providers.openai]\nupstream = "https://localhost:{fake.port}"\n'
                       + extra_toml.replace("\\n", "\n") + "\n")
@@ -463,13 +469,18 @@ async def bench(args: argparse.Namespace, tmp: Path) -> int:
     bare = bridge = None
     profilers: list[subprocess.Popen | None] = []
     try:
-        bare, bridge = start_mitmdumps(tmp, fake, args.bridge_args, args.bridge_toml)
+        if args.bare_typecheck_fix:
+            args.bare_args += f" -s {shlex.quote(str(ROOT / 'scripts/benchlib/typecheck_fix.py'))}"
+        bare, bridge = start_mitmdumps(tmp, fake, args.bridge_args, args.bridge_toml,
+                                       args.bare_args)
         bare.start()
         bridge.start()
         profilers = [start_profiler(m, f"{args.profile}.{m.name.split()[0]}", args.profile)
                      for m in (bare, bridge)]
         paths = make_paths(fake, bare, bridge)
         notes = await verify(paths, fake, args.events)
+        notes += [f"{who} extra arguments: {extra}" for who, extra in
+                  (("bare", args.bare_args), ("bridge", args.bridge_args)) if extra]
         bodies = {"small": payloads.small_body(), "large": payloads.large_body(
             args.large_kb * 1024), "sse": payloads.sse_body()}
         sizes = {"small": len(bodies["small"]), "large": len(bodies["large"]),
