@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 from mitmproxy import exceptions, http
+from mitmproxy.addons import view
 from mitmproxy.test import tutils
 
 from aibridge.addons.masking import Masking
@@ -46,7 +47,8 @@ def held(masking: Masking, flow: http.HTTPFlow) -> bool:
 
 
 async def test_hints_until_forwarded_then_the_real_key_goes_upstream(make_bridge):
-    bridge = make_bridge(BASE_CONFIG + 'credentials = "auto"\n')  # [providers.anthropic]
+    # [providers.anthropic]; mitmweb's (or the console's) live view lists flows in flight.
+    bridge = make_bridge(BASE_CONFIG + 'credentials = "auto"\n', extra_addons=[view.View()])
     masking = bridge.addon(Masking)
     flow = await own_key_request(bridge)
     await bridge.hook("requestheaders", flow)
@@ -66,7 +68,8 @@ async def test_hints_until_forwarded_then_the_real_key_goes_upstream(make_bridge
 
 
 async def test_other_plain_http_requests_are_hidden_and_revealed_by_the_addon(make_bridge):
-    bridge = make_bridge(BASE_CONFIG + '[egress]\nallow = ["127.0.0.0/8"]\n')
+    bridge = make_bridge(BASE_CONFIG + '[egress]\nallow = ["127.0.0.0/8"]\n',
+                         extra_addons=[view.View()])
     flow = plain_flow("127.0.0.1", "/x?key=AIzaSy-query-key-0123456789",
                       headers={"proxy-authorization": basic(TOKEN),
                                "authorization": "Bearer site-token-0123456789"})
@@ -85,6 +88,25 @@ async def test_other_plain_http_requests_are_hidden_and_revealed_by_the_addon(ma
     state = repr(flow.get_state())
     assert "site-token-0123456789" not in state and "AIzaSy-query-key-0123456789" not in state
     assert TOKEN not in state
+
+
+async def test_without_a_live_view_nothing_is_hidden_in_flight_and_every_end_is_masked(
+        make_bridge):
+    """mitmdump: no view lists flows in flight, so the request keeps its credentials from
+    its headers to the wire (nothing to hide and put back); its end is masked as always."""
+    bridge = make_bridge(BASE_CONFIG + 'credentials = "auto"\n')
+    masking = bridge.addon(Masking)
+    flow = await own_key_request(bridge)
+    await bridge.hook("requestheaders", flow)
+    assert masking.live_view is False
+    assert flow.request.headers["x-api-key"] == OWN_KEY and not bridge.runtime.hidden
+    await bridge.hook("request", flow)
+    assert flow.response is None and flow.request.headers["x-api-key"] == OWN_KEY
+    assert held(masking, flow)  # any other update consumer is still not told
+    await bridge.hook("responseheaders", answer(flow, 401, f"bad key {OWN_KEY}".encode()))
+    assert flow.request.headers["x-api-key"] == "sk-a...efgh"
+    await bridge.hook("response", flow)
+    assert OWN_KEY not in repr(flow.get_state())
 
 
 async def test_a_request_refused_at_its_headers_is_masked_at_once(bridge):

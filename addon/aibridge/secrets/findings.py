@@ -38,6 +38,8 @@ def summary(items: Iterable[Finding | Mapping[str, str]]) -> str:
         d = item.to_dict() if isinstance(item, Finding) else item
         key = (d.get("source", REQUEST), d.get("action", ""))
         counts[key] = counts.get(key, 0) + 1
+    if not counts:
+        return ""  # most flows: nothing found
     parts = []
     for action, word in ((BLOCK, "blocked"), (REDACT, "redacted"), (LOG, "logged")):
         if n := counts.get((REQUEST, action), 0):
