@@ -107,6 +107,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--profile", default=None, metavar="FILE",
                    help="sample both mitmdumps with py-spy for the whole run (idle samples "
                         "dropped); collapsed stacks go to FILE.bare and FILE.bridge")
+    p.add_argument("--profile-rate", type=int, default=250, metavar="HZ",
+                   help="py-spy samples per second for --profile (default 250)")
     args = p.parse_args(argv)
 
     counts = dict(QUICK_REQUESTS if args.quick else DEFAULT_REQUESTS)
@@ -475,8 +477,8 @@ async def bench(args: argparse.Namespace, tmp: Path) -> int:
                                        args.bare_args)
         bare.start()
         bridge.start()
-        profilers = [start_profiler(m, f"{args.profile}.{m.name.split()[0]}", args.profile)
-                     for m in (bare, bridge)]
+        profilers = [start_profiler(m, f"{args.profile}.{m.name.split()[0]}", args.profile,
+                                    args.profile_rate) for m in (bare, bridge)]
         paths = make_paths(fake, bare, bridge)
         notes = await verify(paths, fake, args.events)
         notes += [f"{who} extra arguments: {extra}" for who, extra in
@@ -539,13 +541,14 @@ async def bench(args: argparse.Namespace, tmp: Path) -> int:
         fake.stop()
 
 
-def start_profiler(mitm: Mitmdump, out: str, wanted: str | None) -> subprocess.Popen | None:
+def start_profiler(mitm: Mitmdump, out: str, wanted: str | None,
+                   rate: int = 250) -> subprocess.Popen | None:
     if wanted is None:
         return None
     spy = shutil.which("py-spy", path=str(ROOT / ".venv" / "bin")) or shutil.which("py-spy")
     if spy is None:
         raise BenchError("--profile needs py-spy (in the dev lock: scripts/setup installs it)")
-    return subprocess.Popen([spy, "record", "-p", str(mitm.pid), "-r", "250", "-f", "raw",
+    return subprocess.Popen([spy, "record", "-p", str(mitm.pid), "-r", str(rate), "-f", "raw",
                              "-o", out, "--nonblocking"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
 
