@@ -90,21 +90,16 @@ class DriverInsert:
         self.statement = statement
         compiled = statement.compile(dialect=dialect)
         sql = str(compiled)
-        head, values, tail = sql.partition(" VALUES (")
-        if not values or ") " not in tail:
-            raise ValueError(f"not a single-row VALUES insert: {sql}")
-        group, tail = tail[:tail.index(") ")], tail[tail.index(") ") + 1:]
+        head, group, tail = _values_group(sql)
         if dialect.positional:
             names = list(compiled.positiontup)
-            placeholder = "?" if dialect.paramstyle == "qmark" else "%s"
         else:  # pyformat (psycopg), which also takes positional %s: the names in their order
             names = re.findall(r"%\((\w+)\)s", group)
-            placeholder = "%s"
+            group = re.sub(r"%\((\w+)\)s", "%s", group)
         types = {column.name: column.type for column in table.columns}
         self.columns = tuple((name, types[name].dialect_impl(dialect).bind_processor(dialect))
                              for name in names)
-        self._head, self._tail = head + " VALUES ", tail
-        self._group = "(" + ", ".join([placeholder] * len(names)) + ")"
+        self._head, self._group, self._tail = head, group, tail
         self.chunk = max(1, min(self.MAX_ROWS, self.MAX_PARAMETERS // len(names)))
         self._sql: dict[int, str] = {}
 
@@ -128,6 +123,21 @@ class DriverInsert:
                 flat, count = [], 0
         if count:
             connection.exec_driver_sql(self.sql(count), tuple(flat))
+
+
+def _values_group(sql: str) -> tuple[str, str, str]:
+    """`INSERT … VALUES (…) ON CONFLICT …` split around its one row's `(…)`, kept as the
+    dialect wrote it (casts included)."""
+    start = sql.find(" VALUES (")
+    if start < 0:
+        raise ValueError(f"not a single-row VALUES insert: {sql}")
+    start += len(" VALUES ")
+    depth = 0
+    for end in range(start, len(sql)):
+        depth += {"(": 1, ")": -1}.get(sql[end], 0)
+        if depth == 0:
+            return sql[:start], sql[start:end + 1], sql[end + 1:]
+    raise ValueError(f"unbalanced VALUES in: {sql}")
 
 
 def to_row(entry: Entry) -> dict[str, Any]:
