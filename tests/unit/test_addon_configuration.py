@@ -112,10 +112,6 @@ async def test_connection_strategy_is_forced_to_lazy(make_bridge):
     assert bridge.tctx.options.connection_strategy == "lazy"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: a rejected bridge_config change (mitmweb/console) is rolled back by mitmproxy, which "
-    "re-runs Configuration.configure with the old path: Settings.load without `previous`, so "
-    "open circuits and key-pool states are forgotten (docs: 'the old settings stay')"))
 async def test_a_rejected_option_change_keeps_the_running_settings(bridge, tmp_path):
     before = bridge.runtime.settings
     breakers = before.breakers

@@ -58,7 +58,14 @@ class Configuration:
             ctx.options.web_columns = [*MITMWEB_DEFAULT_COLUMNS, "comment"]
         if "bridge_access_log" in updated:
             accesslog.configure(ctx.options.bridge_access_log)
-        if "bridge_config" in updated:
+        running = self.runtime.settings_or_none
+        if "bridge_config" in updated and running is not None \
+                and running.config_path == ctx.options.bridge_config:
+            # mitmproxy rolling back a change it refused (mitmweb, console): the running
+            # settings are that file's already (the watcher reloads it when it changes), and
+            # loading it afresh would forget open circuits and cooling keys.
+            logger.info("aibridge: bridge_config back to the running configuration; kept")
+        elif "bridge_config" in updated:
             with startup.refusing():  # at start-up: one line on stderr, exit 78
                 settings = Settings.load(ctx.options.bridge_config, self.runtime.counters)
                 self.guard_open_proxy(settings)
@@ -69,7 +76,7 @@ class Configuration:
             for line in settings.warnings():
                 logger.warning(f"aibridge: {line}")
             logger.info(f"aibridge: {self._reporting_summary()}")
-        elif self.runtime.settings_or_none and updated & {"mode", "listen_host", "listen_port"}:
+        elif running is not None and updated & {"mode", "listen_host", "listen_port"}:
             self.guard_open_proxy(self.runtime.settings)
         if updated & CONNECTION_OPTIONS and self.runtime.has_resend_client:
             asyncio.get_running_loop().create_task(self.runtime.drop_resend_client())
