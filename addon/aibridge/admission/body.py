@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import zlib
 
 from mitmproxy import http
@@ -43,6 +44,7 @@ def parse_json_object(request: http.Request, limit: int, *, untyped: bool = Fals
             OPENAI_ERR_TYPE_INVALID_REQUEST, "unsupported_media_type", 415)
     content = _decoded(request, raw, limit)
     try:
+        _strict_utf8(content)
         body = json_loads(content)  # json.loads, several times faster on large bodies
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise new_response_error(f"request body is not valid JSON: {e}",
@@ -51,6 +53,14 @@ def parse_json_object(request: http.Request, limit: int, *, untyped: bool = Fals
         raise new_response_error("request body must be a JSON object",
                                  OPENAI_ERR_TYPE_INVALID_REQUEST, "invalid_json", 400)
     return body
+
+
+def _strict_utf8(content: bytes) -> None:
+    """Raise UnicodeDecodeError for a UTF-8 body holding an encoded UTF-16 surrogate (ED A0..BF
+    xx): json.loads decodes bytes with "surrogatepass" and would take it, where any other
+    invalid UTF-8 is refused. Only bodies with an ED byte (rare outside Hangul) are decoded."""
+    if b"\xed" in content and json.detect_encoding(content) in ("utf-8", "utf-8-sig"):
+        content.decode("utf-8")
 
 
 def _decoded(request: http.Request, raw: bytes, limit: int) -> bytes:
