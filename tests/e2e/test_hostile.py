@@ -272,10 +272,6 @@ def test_oversized_head_is_refused_by_the_bridge_with_431(hostile, fake, name):
     assert fake.connections_opened == before  # refused before any upstream connection
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "KNOWN LIMIT (mitmproxy 12, not reachable from hooks): a request head that never ends is "
-    "buffered without limit (32 MiB here, RSS grows with it) until tcp_timeout; the bridge "
-    "should answer 431 and close once the head passes a limit"))
 def test_endless_request_head_is_cut_off(hostile, mark):
     before = memory_kib(hostile.proc.pid)["VmRSS"]
     with open_tls(hostile) as tls:
@@ -296,6 +292,37 @@ def test_endless_request_head_is_cut_off(hostile, mark):
             cut = status == 431 or reader.eof
     grown = memory_kib(hostile.proc.pid)["VmRSS"] - before
     assert cut, f"32 MiB of request head accepted without an answer; RSS grew {grown} KiB"
+
+
+def test_an_unfinished_head_past_the_limit_gets_a_json_431_and_the_proxy_keeps_serving(
+        hostile, fake, mark):
+    """Past 128 KiB without the end of the head: the client reads why (the OpenAI error shape
+    on api.openai.com); the rest of its head is read and dropped, and once it ends the
+    connection closes; nothing goes upstream, the proxy serves on."""
+    before = fake.connections_opened
+    with open_tls(hostile) as tls:
+        tls.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nX-Big: "
+                    + b"a" * (200 << 10))
+        reader = Reader(tls)
+        answer = reader.response()
+        assert answer.status == 431, answer
+        assert "request head larger than 128 KiB" in answer.json()["error"]["message"]
+        tls.sendall(b"a" * (1 << 20) + b"\r\n\r\n")
+        assert reader.closes()
+    assert fake.connections_opened == before
+    assert exchange(hostile, request_bytes([])).status == 200
+    mark.assert_no_addon_error()
+
+
+def test_a_large_body_sent_with_its_head_is_not_taken_for_a_long_head(hostile, fake, mark):
+    """The head's end arrives with 1 MiB of body in the same writes: a body, not a head."""
+    content = b"x" * (1 << 20)
+    body = json.dumps({"model": "gpt-4o", "messages": [
+        {"role": "user", "content": content.decode()}]}).encode()
+    answer = exchange(hostile, request_bytes([], body))
+    assert answer.status == 200, answer
+    assert fake.requests[-1].body == body
+    mark.assert_no_addon_error()
 
 
 # -- request smuggling: framing headers that disagree --------------------------------------------

@@ -1,4 +1,4 @@
-"""The two things hooks cannot do in mitmproxy 12.2, done through a small, checked shim.
+"""The three things hooks cannot do in mitmproxy 12.2, done through a small, checked shim.
 
 1. Errors mitmproxy generates itself (connection refused, DNS, TLS, a closed upstream) are sent
    as an HTML page, and a response set in the `error` hook is ignored on the wire. We wrap the
@@ -7,8 +7,13 @@
 2. A stream that breaks after its headers were sent is simply cut. When the response is
    chunked and not content-encoded, the wrapper ends it with the error event the `error` hook
    prepared (SSE in the route's format) and a clean last chunk, so SDKs raise a readable error.
+3. A request head that never ends is buffered whole, however large, until the connection times
+   out (mitmproxy marks the spot "FIXME: protect against header size DoS"); no hook runs before
+   the head is complete. We wrap the HTTP/1 server side's `read_headers`: past `MAX_RAW_HEAD`
+   bytes without the head's end, the client gets a 431 (JSON in its API's shape on a provider
+   host) and the connection is closed.
 
-Both rely on private mitmproxy API. `problems()` checks the version and the code we replace;
+All rely on private mitmproxy API. `problems()` checks the version and the code we replace;
 the addon refuses to install the shim (and logs why) when they changed, and a unit test fails.
 Provider hosts are served to clients over HTTP/1.1 (see the addon's `tls_clienthello`), so
 every bridged request goes through this HTTP/1 path; a request in any other HTTP version is
@@ -21,10 +26,11 @@ import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from mitmproxy import connection, http, version
 from mitmproxy.net.http import http1
-from mitmproxy.proxy import commands
+from mitmproxy.proxy import commands, events
 from mitmproxy.proxy.layers.http import _http1
 from mitmproxy.proxy.layers.http._events import ResponseProtocolError
 
@@ -32,6 +38,11 @@ logger = logging.getLogger("aibridge")
 
 SUPPORTED = "12.2."
 _ORIGINAL_SEND = _http1.Http1Server.send
+_ORIGINAL_READ_HEADERS = _http1.Http1Server.read_headers
+# Well above the 64 KiB of header content admission's HeaderLimits lets through (the raw head
+# adds the request line, separators and line ends): a head this large is refused either way.
+MAX_RAW_HEAD = 128 << 10
+MAX_DISCARDED = 16 << 20  # what a refused head may still send before the connection closes
 
 
 
@@ -62,6 +73,12 @@ def problems() -> list[str]:
     from mitmproxy.addons import proxyserver
     from mitmproxy.proxy import server
 
+    try:
+        source = inspect.getsource(_ORIGINAL_READ_HEADERS)
+    except (OSError, TypeError):
+        source = ""
+    if "self.buf.maybe_extract_lines()" not in source or "self.state = self.done" not in source:
+        found.append("Http1Server.read_headers no longer reads the head the way we guard")
     if not hasattr(server.ConnectionHandler, "close_connection"):
         found.append("ConnectionHandler.close_connection is gone")
     if "self.connections" not in inspect.getsource(proxyserver.Proxyserver):
@@ -102,8 +119,45 @@ def install(take: Take) -> list[str]:
             yield commands.SendData(client, b"%x\r\n%s\r\n0\r\n\r\n" % (len(tail), tail))
         yield commands.CloseConnection(client)
 
+    def read_headers(self: _http1.Http1Server, event: events.ConnectionEvent):
+        yield from _ORIGINAL_READ_HEADERS(self, event)
+        if getattr(self.state, "__func__", None) is read_headers \
+                and isinstance(event, events.DataReceived) and len(self.buf) > MAX_RAW_HEAD:
+            # Still no end of the head (the original takes a complete one off the buffer).
+            handover = take(self.conn)
+            message = f"request head larger than {MAX_RAW_HEAD >> 10} KiB"
+            response = (handover.generic(431, message) if handover is not None
+                        else http.Response.make(431, message))
+            response.headers["Connection"] = "close"
+            self.buf = type(self.buf)()  # refused: the buffered head goes
+            yield commands.SendData(self.conn, http1.assemble_response(response))
+            yield commands.Log(f"{self.conn.peername}: {message}; closing the connection")
+            self.state = _discard_rest_of_head(self)
+
     _http1.Http1Server.send = send  # type: ignore[method-assign]
+    _http1.Http1Server.read_headers = read_headers  # type: ignore[method-assign]
     return []
+
+
+def _discard_rest_of_head(layer: _http1.Http1Server) -> Callable[[events.Event], Any]:
+    """After the 431: read and drop the rest of the head, then close. Closing at once, with
+    the client still sending, would reset the connection before it reads why; dropping keeps
+    memory flat, and `MAX_DISCARDED` bounds the wait for a head that never ends."""
+    seen, tail = 0, b""
+
+    def discard(event: events.Event):
+        nonlocal seen, tail
+        if isinstance(event, events.DataReceived):
+            window, layer.buf = tail + bytes(layer.buf), type(layer.buf)()
+            seen += len(window) - len(tail)
+            # The head ends with an empty line: "\r\n\r\n" or "\n\n".
+            if seen < MAX_DISCARDED and b"\n\r\n" not in window and b"\n\n" not in window:
+                tail = window[-2:]
+                return
+        yield commands.CloseConnection(layer.conn)
+        layer.state = layer.done
+
+    return discard
 
 
 def close_server_connection(proxyserver: object, flow: http.HTTPFlow) -> bool:
