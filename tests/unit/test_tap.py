@@ -546,3 +546,31 @@ def test_summary_to_dict_is_json() -> None:
     d = json.loads(json.dumps(tap.summary.to_dict()))
     assert d["tool_calls"][0]["id"] == "toolu_01T1x1fJ34qAmk2tNTrN7Up6"
     assert d["completed"] is True
+
+
+@pytest.mark.parametrize("route", sorted(STREAMS))
+def test_chunks_after_the_first_token_are_read_in_batches_yet_every_read_is_current(
+        route: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the first token the tap puts chunks aside and reads them a few dozen at a time;
+    the first token's time is taken when it arrives, and whatever reads the tap (summary,
+    output, error tail) sees every chunk passed so far."""
+    body = STREAMS[route]
+    chunks = [body[i:i + 3] for i in range(0, len(body), 3)]
+    half = len(chunks) // 2
+    batched = StreamTap(wire_api(route), None, keep_events=True)
+    clock = iter(range(10_000))
+    monkeypatch.setattr("aibridge.providers.stream.time.monotonic", lambda: next(clock))
+    for chunk in chunks[:half]:
+        assert batched(chunk) is chunk  # every chunk goes on at once, unchanged
+    first_token = batched.first_token_at
+    assert first_token is not None and batched._pending  # some chunks wait to be read
+    eager = StreamTap(wire_api(route), None, keep_events=True)
+    for chunk in chunks[:half]:
+        eager._read(chunk)
+    assert batched.summary == eager.summary and batched.kept == eager.kept
+    assert not batched._pending
+    for chunk in chunks[half:]:
+        batched(chunk)
+    batched(b"")
+    CHECKS[route](batched)
+    assert batched.first_token_at == first_token

@@ -21,6 +21,7 @@ from aibridge.sse import BodyDecoder
 from aibridge.summary import ResponseSummary
 
 log = logging.getLogger(__name__)
+READ_EVERY = 32  # chunks
 
 
 class StreamTap:
@@ -53,17 +54,20 @@ class StreamTap:
         # The output text, for a look at the whole output once it ended (secret scanning of
         # model output); bounded (providers.assembly), and not collected at all unless asked.
         self._keeps = keep_events
+        self._pending: list[bytes] = []  # chunks after the first token, read READ_EVERY at once
         if keep_events:
             self._accumulator.collect_text()
 
     @property
     def summary(self) -> ResponseSummary:
+        self._catch_up()
         return self._accumulator.summary
 
     @property
     def kept(self) -> dict[str, str] | None:
         """The output text so far by label ("text", "thinking", "refusal"); None unless the
         tap was asked to keep it."""
+        self._catch_up()
         return self._accumulator.assembled() if self._keeps else None
 
     @property
@@ -72,11 +76,13 @@ class StreamTap:
 
     @property
     def bad_events(self) -> int:
+        self._catch_up()
         return self._accumulator.bad_events
 
     @property
     def overflowed(self) -> bool:
         """An SSE line exceeded the parser's cap and was dropped: the summary may be partial."""
+        self._catch_up()
         return self._parser.overflowed
 
     def __call__(self, chunk: bytes) -> bytes:
@@ -85,27 +91,46 @@ class StreamTap:
             if self.first_chunk_at is None:
                 self._first_chunk()
             if self.parse_error is None:
-                try:
-                    decode = self._decode
-                    events = self._parse(chunk if decode is None else decode(chunk))
-                    if events:
-                        self._feed_events(events)
-                except Exception as e:
-                    self._fail(e)
+                if self._accumulator.first_token_at is None:
+                    self._read(chunk)  # at once, until the first token's time is taken
+                else:
+                    pending = self._pending
+                    pending.append(chunk)
+                    if len(pending) >= READ_EVERY:
+                        self._catch_up()
         elif not self.ended:
             self.ended = True
             if self.parse_error is None:
+                self._catch_up()
                 try:
                     self._finish()
                 except Exception as e:
                     self._fail(e)
         return chunk
 
+    def _catch_up(self) -> None:
+        """Read the chunks put aside: a few dozen at a time keep the parser's code and data in
+        the cache, where one chunk at a time between mitmproxy's own work found them cold."""
+        if self._pending:
+            pending, self._pending = self._pending, []
+            if self.parse_error is None:
+                self._read(b"".join(pending))
+
+    def _read(self, data: bytes) -> None:
+        try:
+            decode = self._decode
+            events = self._parse(data if decode is None else decode(data))
+            if events:
+                self._feed_events(events)
+        except Exception as e:
+            self._fail(e)
+
     def error_tail(self, body: dict[str, Any]) -> bytes | None:
         """The terminal event a client reads when this stream breaks mid-way: the parser's own
         when the framing needs its state (a JSON array is closed where it was cut; the parser
         says None when it has no opinion, b"" when nothing can end it well: then None, the
         stream ends as it broke), else the API's."""
+        self._catch_up()  # the parser's state is where the stream was cut
         own = getattr(self._parser, "error_tail", None)
         tail = own(body) if own is not None else None
         if tail is None:
