@@ -5,6 +5,10 @@ unchanged the moment it gets it and reads a decoded copy on the side. Parsing is
 effort: the first exception switches the tap to pure pass-through and is kept in
 `parse_error`, so a parser bug or an undecodable body can never break a user's stream.
 
+Until the first token the tap reads each chunk as it passes, so that the first token's time
+is when it arrived; after it, chunks wait and are read `READ_EVERY` at a time (and whenever
+anything asks the tap: summary, output, error tail, the end). The client's bytes never wait.
+
 With `keep_events` (secret scanning of model output) the accumulator also puts the output text
 together as the events pass (`kept`); no event is kept and nothing is parsed twice.
 """
