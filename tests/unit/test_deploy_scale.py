@@ -165,3 +165,30 @@ def test_serve_adds_the_bridge_and_refuses_listeners_of_its_own():
     assert "loopback ports" in (serve.refusal(["-p", "1"], "127.0.0.1") or "")
     assert serve.refusal([], "127.0.0.1") is None
     assert "open proxy" in (serve.refusal([], "0.0.0.0") or "")
+
+
+def test_worker_ports_are_distinct_and_never_the_listen_port(monkeypatch):
+    """The public port is bound by HAProxy only after the workers answer, so the system may
+    offer it to a worker meanwhile (a run where it did ended with HAProxy unable to bind)."""
+    import socket as socket_module
+
+    offered = iter([41409, 41409, 50001, 41409, 50002, 50003])
+
+    class Fake:
+        def __init__(self, *_a) -> None:
+            self.port = 0
+
+        def bind(self, _address) -> None:
+            self.port = next(offered)
+
+        def getsockname(self):
+            return ("127.0.0.1", self.port)
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(socket_module, "socket", Fake)
+    assert serve.free_ports(3, avoid={41409}) == [50001, 50002, 50003]
+    monkeypatch.undo()
+    real = serve.free_ports(8)
+    assert len(set(real)) == 8

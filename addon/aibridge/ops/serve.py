@@ -38,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -196,10 +196,25 @@ def fitting_maxconn(wanted: int) -> int:
     return max(1, min(wanted, (hard - 100) // 2))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(count: int, avoid: Collection[int] = ()) -> list[int]:
+    """`count` distinct free loopback ports for the workers, none of them in `avoid` (the
+    public listen port: HAProxy binds it only once the workers answer, so until then the
+    system could hand it to a worker). Each port stays bound until all are chosen, so no two
+    are the same; each avoided one is skipped at most once, so this ends."""
+    held: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        while len(ports) < count:
+            s = socket.socket()
+            held.append(s)
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+            if port not in avoid:
+                ports.append(port)
+    finally:
+        for s in held:
+            s.close()
+    return ports
 
 
 def healthy(port: int, timeout: float = 1.0, host: str = "127.0.0.1") -> bool:
@@ -279,7 +294,7 @@ class Supervisor:
             self.say("no [state] url: each worker keeps its own key cooldowns, circuit "
                      "breakers, failed-login counts, budgets and rate limits")
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        ports = [free_port() for _ in range(args.workers)]
+        ports = free_ports(args.workers, avoid={args.listen_port})
         for i, port in enumerate(ports):
             command = [str(Path(sys.executable).with_name("mitmdump")),
                        *worker_args(args.mitmdump_args, port)]
