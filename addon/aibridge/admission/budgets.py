@@ -154,7 +154,7 @@ class BudgetBook:
         claim = self.claim(actor, provider, provider_type, model, body, body_bytes, now)
         if claim is None:
             return []
-        return [part for held in take([claim]) for part in held.parts
+        return [part for part in take([claim]).parts
                 if isinstance(part, Reservation)]
 
     def worst_case(self, provider: str, provider_type: str, model: str,

@@ -117,8 +117,7 @@ class LimitBook:
         claim = self.claim(actor, provider, model, now)
         if claim is None:
             return None
-        [held] = take([claim])
-        [hold] = held.parts
+        [hold] = take([claim]).parts
         assert isinstance(hold, LimitHold)
         return hold
 

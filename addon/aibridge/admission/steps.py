@@ -166,25 +166,12 @@ class Quota(Protocol):
         refusal that needs no state (an unpriced model)."""
 
 
-def take(claims: Sequence[Claim]) -> list[Held]:
-    """Run the claims of one request in order as one batch: what they hold, or the first
-    refusal's error with nothing taken. (Claims over several stores, which one configuration
-    never makes, run one store after the other.)"""
+def take(claims: Sequence[Claim]) -> Held:
+    """Run the claims of one request in order as one batch of their store (budgets and limits
+    share the settings' one): what they hold, or the first refusal's error with nothing
+    taken."""
     state = claims[0].state
-    if len(claims) == 1 or all(claim.state is state for claim in claims):
-        return [_take(state, claims)]
-    held: list[Held] = []
-    try:
-        for claim in claims:
-            held.append(_take(claim.state, [claim]))
-    except ResponseError:
-        for earlier in held:
-            earlier.release()
-        raise
-    return held
-
-
-def _take(state: StateStore, claims: Sequence[Claim]) -> Held:
+    assert all(claim.state is state for claim in claims), "claims over several stores"
     ops: Sequence[AdmitOp] = claims[0].ops
     if len(claims) > 1:
         ops = [op for claim in claims for op in claim.ops]
@@ -216,7 +203,7 @@ class Quotas(_Step):
             if claim is not None:
                 claims.append(claim)
         if claims:
-            candidate.holds += take(claims)
+            candidate.holds.append(take(claims))
 
     def release(self, candidate: Candidate) -> None:
         for hold in [h for h in candidate.holds if isinstance(h, Held)]:

@@ -694,9 +694,7 @@ class RedisState(OneAtATime):
         if ops:
             keys, args = self._encode(ops)
             self._batch(keys=keys, args=args, client=pipe)
-        counts = self.local.slot_counts()
-        for key in self._tracked_slots():
-            pipe.hset(self._slot(key), self.link.process, counts.get(key, 0))
+        self._write_slots(pipe, self._tracked_slots(), self.local.slot_counts())
         try:
             if len(pipe):
                 pipe.execute()
@@ -706,11 +704,8 @@ class RedisState(OneAtATime):
                     spent, freed, expires = self._owed.get(key, (0, 0, entry[2]))
                     self._owed[key] = (spent + entry[0], freed + entry[1], expires)
             raise
-        with self._lock:
-            for key, (_, freed, _) in owed.items():
-                self._in_redis[key] -= freed
-                if self._in_redis[key] <= 0:
-                    del self._in_redis[key]
+        for key, (_, freed, _) in owed.items():
+            self._took_back(key, freed)
         self.local.forget_all_but_slots()  # the fallback's money and windows are stale now
 
     def sync_slots(self) -> None:
@@ -726,11 +721,16 @@ class RedisState(OneAtATime):
 
         def write(counts: dict[str, int]) -> None:
             pipe = self.link.client.pipeline(transaction=False)
-            for key in keys:
-                pipe.hset(self._slot(key), self.link.process, counts.get(key, 0))
+            self._write_slots(pipe, keys, counts)
             pipe.execute()
 
         self.local.with_slot_counts(write)
+
+    def _write_slots(self, pipe: Any, keys: Sequence[str], counts: dict[str, int]) -> None:
+        """This process's field of each concurrency key in `keys` set to its count (0
+        included), on `pipe`."""
+        for key in keys:
+            pipe.hset(self._slot(key), self.link.process, counts.get(key, 0))
 
     def _tracked_slots(self) -> list[str]:
         with self._lock:
