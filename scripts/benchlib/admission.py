@@ -98,24 +98,26 @@ class Setup:
         return Candidate(self.provider, self.match, "/v1/chat/completions", None, body=BODY,
                          info=self.info, actor=self.actors[n % 1000], body_bytes=BODY_BYTES)
 
+    def admit(self, n: int, ledger: Ledger, key: str) -> None:
+        """Request `n` admitted, its holds kept in `ledger` under `key` (to settle)."""
+        c = self.candidate(n)
+        self.pipeline.admit(c)
+        ledger.keep(key, c.holds)
+
 
 def run(requests: int, *, policies: bool, everyone: bool, prices: PriceBook) -> float:
     """Seconds per request (admitted, kept, settled) for `requests` requests, in-process."""
     setup = Setup(configs(everyone) if policies else None, MemoryState(), prices)
     ledger = Ledger()
     for n in range(1000):  # warm: each actor's rules are looked up once
-        c = setup.candidate(n)
-        setup.pipeline.admit(c)
-        ledger.keep("warm", c.holds)
+        setup.admit(n, ledger, "warm")
         ledger.settle("warm", setup.usage)
     gc.collect()
     gc.disable()
     try:
         start = time.perf_counter()
         for n in range(requests):
-            c = setup.candidate(n)
-            setup.pipeline.admit(c)
-            ledger.keep("i", c.holds)
+            setup.admit(n, ledger, "i")
             ledger.settle("i", setup.usage)
         return (time.perf_counter() - start) / requests
     finally:
@@ -138,18 +140,14 @@ def run_redis(url: str, requests: int, rules: Callable[[], Configs], prices: Pri
         setup = Setup(rules(), shared.store, prices)
         ledger = Ledger()
         for n in range(200):  # warm: rules looked up, scripts loaded, connection open
-            c = setup.candidate(n)
-            setup.pipeline.admit(c)
-            ledger.keep(f"w{n}", c.holds)
+            setup.admit(n, ledger, f"w{n}")
             ledger.settle(f"w{n}", setup.usage)
         gc.collect()
         gc.disable()
         try:
             start = time.perf_counter()
             for n in range(requests):
-                c = setup.candidate(n)
-                setup.pipeline.admit(c)
-                ledger.keep(str(n), c.holds)
+                setup.admit(n, ledger, str(n))
             admitted = time.perf_counter()
             for n in range(requests):
                 ledger.settle(str(n), setup.usage)
@@ -158,9 +156,7 @@ def run_redis(url: str, requests: int, rules: Callable[[], Configs], prices: Pri
             gc.enable()
         with RoundTrips(url) as admissions:
             for n in range(counted):
-                c = setup.candidate(n)
-                setup.pipeline.admit(c)
-                ledger.keep(str(n), c.holds)
+                setup.admit(n, ledger, str(n))
         with RoundTrips(url) as settlements:
             for n in range(counted):
                 ledger.settle(str(n), setup.usage)

@@ -10,15 +10,20 @@ fake answer (7 output tokens) costs exactly $0.007, and `max_tokens = 7` reserve
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import openai
 import pytest
 import redis
 
 from tests.conftest import RedisServer
-from tests.e2e.test_scale_out import MESSAGES, Gateway, Steady, eventually, shared_config
+from tests.e2e.test_scale_out import (  # noqa: F401 (gateway: the scale-out tests' fixture)
+    MESSAGES,
+    Gateway,
+    Steady,
+    eventually,
+    gateway,
+    shared_config,
+)
 from tests.fakeprovider import FakeProvider
 from tests.redis_count import RoundTrips
 
@@ -58,19 +63,6 @@ concurrent = 10
 COST = 7_000_000  # nano-USD: one fake answer
 
 
-@pytest.fixture
-def gateway(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
-    started: list[Gateway] = []
-
-    def make(config: str) -> Gateway:
-        g = Gateway(tmp_path / f"gw{len(started)}", config)
-        started.append(g)
-        return g.start()
-    yield make
-    for g in started:
-        g.stop()
-
-
 def ask(client: openai.OpenAI) -> str:
     answer = client.chat.completions.create(model="fake-model", messages=MESSAGES,
                                             max_tokens=7)
@@ -100,7 +92,7 @@ def settled(client: redis.Redis, spent: int, timeout: float = 15.0) -> bool:
 
 
 def test_a_request_is_one_round_trip_to_admit_and_one_to_settle_across_workers(
-        fake: FakeProvider, redis_server: RedisServer, gateway):
+        fake: FakeProvider, redis_server: RedisServer, gateway):  # noqa: F811
     g = gateway(shared_config(fake, redis_server, QUOTAS))
     (a, _), (b, _) = g.worker(1), g.worker(2)
     through_a, through_b = g.client(a), g.client(b)
@@ -121,7 +113,7 @@ def test_a_request_is_one_round_trip_to_admit_and_one_to_settle_across_workers(
 
 
 def test_a_limit_counts_both_workers_and_a_refused_request_holds_nothing(
-        fake: FakeProvider, redis_server: RedisServer, gateway):
+        fake: FakeProvider, redis_server: RedisServer, gateway):  # noqa: F811
     g = gateway(shared_config(fake, redis_server,
                               QUOTAS.replace("limit_usd = 0.021", "limit_usd = 1")))
     (a, _), (b, _) = g.worker(1), g.worker(2)
@@ -147,7 +139,7 @@ def test_a_limit_counts_both_workers_and_a_refused_request_holds_nothing(
 
 
 def test_redis_killed_mid_run_fails_no_request_and_leaks_nothing(
-        fake: FakeProvider, redis_server: RedisServer, gateway):
+        fake: FakeProvider, redis_server: RedisServer, gateway):  # noqa: F811
     roomy = QUOTAS.replace("limit_usd = 0.021", "limit_usd = 100").replace(
         "rpm = 3\n", "rpm = 100000\n")
     g = gateway(shared_config(fake, redis_server, roomy))
