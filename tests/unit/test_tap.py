@@ -574,3 +574,21 @@ def test_chunks_after_the_first_token_are_read_in_batches_yet_every_read_is_curr
     batched(b"")
     CHECKS[route](batched)
     assert batched.first_token_at == first_token
+
+
+@pytest.mark.parametrize("route", sorted(STREAMS))
+def test_chunks_put_aside_stay_under_the_read_threshold(
+        route: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long stream is read whenever READ_AFTER bytes piled up, so what waits stays bounded,
+    and the summary is the same as with everything read at once."""
+    monkeypatch.setattr("aibridge.streaming.tap.READ_AFTER", 64)
+    body = STREAMS[route]
+    chunks = [body[i:i + 5] for i in range(0, len(body), 5)]
+    tap = StreamTap(wire_api(route), None, keep_events=True)
+    largest = 0
+    for chunk in chunks:
+        tap(chunk)
+        largest = max(largest, sum(map(len, tap._pending)))
+    assert 0 < largest < 64 + 5
+    tap(b"")
+    CHECKS[route](tap)

@@ -6,8 +6,12 @@ effort: the first exception switches the tap to pure pass-through and is kept in
 `parse_error`, so a parser bug or an undecodable body can never break a user's stream.
 
 Until the first token the tap reads each chunk as it passes, so that the first token's time
-is when it arrived; after it, chunks wait and are read `READ_EVERY` at a time (and whenever
-anything asks the tap: summary, output, error tail, the end). The client's bytes never wait.
+is when it arrived; after it, chunks wait and are read once `READ_AFTER` bytes piled up (and
+whenever anything asks the tap: summary, output, error tail, the end), so a typical answer is
+read in one go when it ends. The client's bytes never wait for the reading, except the end of
+the body for the last batch. Measured in place (scripts/bench, SSE): reading 32 chunks at a time
+cost ≈ 1.6 µs more per event than reading once at the end; between batches mitmproxy's own
+per-chunk work runs with the parser's code and data in the caches instead of its own.
 
 With `keep_events` (secret scanning of model output) the accumulator also puts the output text
 together as the events pass (`kept`); no event is kept and nothing is parsed twice.
@@ -25,7 +29,9 @@ from aibridge.sse import BodyDecoder
 from aibridge.summary import ResponseSummary
 
 log = logging.getLogger(__name__)
-READ_EVERY = 32  # chunks
+# Bytes put aside before they are read: bounds a stream's memory while most answers are
+# read once, at the end.
+READ_AFTER = 256 << 10
 
 
 class StreamTap:
@@ -58,7 +64,8 @@ class StreamTap:
         # The output text, for a look at the whole output once it ended (secret scanning of
         # model output); bounded (providers.assembly), and not collected at all unless asked.
         self._keeps = keep_events
-        self._pending: list[bytes] = []  # chunks after the first token, read READ_EVERY at once
+        self._pending: list[bytes] = []  # chunks after the first token, not read yet
+        self._read_mark = 0  # bytes_seen when the pending chunks were last read
         if keep_events:
             self._accumulator.collect_text()
 
@@ -98,9 +105,8 @@ class StreamTap:
                 if self._accumulator.first_token_at is None:
                     self._read(chunk)  # at once, until the first token's time is taken
                 else:
-                    pending = self._pending
-                    pending.append(chunk)
-                    if len(pending) >= READ_EVERY:
+                    self._pending.append(chunk)
+                    if self.bytes_seen - self._read_mark >= READ_AFTER:
                         self._catch_up()
         elif not self.ended:
             self.ended = True
@@ -113,8 +119,8 @@ class StreamTap:
         return chunk
 
     def _catch_up(self) -> None:
-        """Read the chunks put aside: a few dozen at a time keep the parser's code and data in
-        the cache, where one chunk at a time between mitmproxy's own work found them cold."""
+        """Read the chunks put aside."""
+        self._read_mark = self.bytes_seen
         if self._pending:
             pending, self._pending = self._pending, []
             if self.parse_error is None:
