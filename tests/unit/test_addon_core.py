@@ -126,6 +126,16 @@ async def test_after_the_response_the_key_is_scrubbed_to_its_hint(bridge, host):
     assert flow.metadata["aibridge"]["outcome"] == "completed"
 
 
+async def test_an_answer_that_needs_no_failover_builds_no_resend_client(bridge):
+    """The client for re-sends (an HTTP client with its own connection pool) is built the
+    first time a key is refused, not on every bridge's first answer."""
+    flow = await bridged(bridge)
+    await bridge.hook("responseheaders", ok(flow))
+    await bridge.hook("response", flow)
+    assert flow.metadata["aibridge"]["outcome"] == "completed"
+    assert not bridge.runtime.has_resend_client
+
+
 async def test_the_key_is_scrubbed_already_when_the_response_headers_arrive(bridge):
     flow = await bridged(bridge)
     await bridge.hook("responseheaders", ok(flow))

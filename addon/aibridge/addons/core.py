@@ -346,7 +346,7 @@ class BridgeCore:
         try:
             outcome = await failover.after_response(
                 flow.response, ex.upstream_provider, cred, streaming=streaming,
-                client=self.runtime.resend_client(), request=flow.request)
+                client=self.runtime.resend_client, request=flow.request)
         except Exception:  # a bug here must not cost the client the provider's answer
             logger.exception("aibridge: failover failed; returning the provider's answer")
             return

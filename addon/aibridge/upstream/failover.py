@@ -9,6 +9,7 @@ next key because the refused one is now cooling or dead.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx2
@@ -45,8 +46,11 @@ class Outcome:
 
 async def after_response(response: http.Response, provider: Provider,
                          credential: UpstreamCredential, *, streaming: bool,
-                         client: httpx2.AsyncClient, request: http.Request) -> Outcome:
-    """Mark the key with the provider's answer and fail over if it refused the key."""
+                         client: Callable[[], httpx2.AsyncClient],
+                         request: http.Request) -> Outcome:
+    """Mark the key with the provider's answer and fail over if it refused the key. `client`
+    gives the client for re-sends, only asked for when there is one: building it costs far more
+    than a request."""
     pool, key, attempt = provider.pool, credential.key, credential.attempt
     assert pool is not None and key is not None
     status = _key_status(provider, response)
@@ -61,7 +65,7 @@ async def after_response(response: http.Response, provider: Provider,
         except KeyPoolError as e:
             return Outcome(key, error=response_error_from_key_pool(e), pool_error=e)
         try:
-            answer = await resend(client, request, credential.header,
+            answer = await resend(client(), request, credential.header,
                                   provider.api.credential.value(key.secret))
         except httpx2.HTTPError as e:
             return Outcome(key, error=new_response_error(
