@@ -34,6 +34,11 @@ def records() -> list[Record]:
     odd = "caf\u00e9 \ud800 nul\x00 \u2603"
     out[0] = type(out[0])(**{**out[0].__dict__, "user_agent": odd,
                              "actor_metadata": {"Team": "ml", "nested": "d\u00e9j\u00e0"}})
+    # Plain text beside odd JSON (the text is checked in one go, the JSON apart), and a
+    # backslash-u that is no escape.
+    for metadata in ({"Team": odd, odd: "x"}, {"Path": "C:\\users\\u1"}, {"k": ["\x00", 1]}):
+        started = interception()[0]
+        out.append(type(started)(**{**started.__dict__, "actor_metadata": metadata}))
     out += [
         InterceptionEnded(id=str(uuid.uuid4()), ended_at=1_767_225_601.123456, outcome="failed",
                           status=None, error_type="server_error", error_message=odd,

@@ -12,6 +12,7 @@ import functools
 import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -48,14 +49,14 @@ class Store:
 
     def write(self, entries: Sequence[Entry]) -> None:
         """All entries in one transaction. Raises whatever the database or a value raised."""
-        by_kind: dict[str, dict[str, dict[str, Any]]] = {}
+        by_kind: dict[str, dict[str, Entry]] = {}
         for entry in entries:
             # Same key twice in one batch (a replay meeting its original): keep the first.
-            by_kind.setdefault(entry.kind, {}).setdefault(entry.key, to_row(entry))
+            by_kind.setdefault(entry.kind, {}).setdefault(entry.key, entry)
         with self.engine.begin() as connection:
             for kind in _ORDER:
-                if rows := by_kind.get(kind):
-                    self._inserts[kind].run(connection, rows.values())
+                if kept := by_kind.get(kind):
+                    self._inserts[kind].run(connection, kept.values())
 
     def write_each(self, entries: Sequence[Entry]) -> list[tuple[Entry, BaseException]]:
         """Entry by entry, to isolate records the database refuses after a batch failed.
@@ -75,7 +76,10 @@ class DriverInsert:
     """One table's insert, compiled once and run through the driver as multi-row
     `INSERT … VALUES (…), (…), …` statements, each value converted by the column type's own
     bind processor: the values stored are exactly those `connection.execute(statement, rows)`
-    stores, without SQLAlchemy's per-execution work (cache lookup, parameter dicts per row).
+    stores for the rows `to_row` makes, without SQLAlchemy's per-execution work (cache lookup,
+    parameter dicts per row) and without the rows: a record's fields are read in column order
+    in one go and converted in one pass. The writer holds the GIL for this Python work, and
+    every microsecond of it is one the event loop waits.
 
     One statement per table and batch rather than the driver's executemany: the sqlite3
     module gives up and takes back the GIL around every row it steps, and each take-back
@@ -99,6 +103,16 @@ class DriverInsert:
         types = {column.name: column.type for column in table.columns}
         self.columns = tuple((name, types[name].dialect_impl(dialect).bind_processor(dialect))
                              for name in names)
+        # The key is the first value of every row, the record's fields (by name) the rest.
+        if names[0] != "id":
+            raise ValueError(f"{table.name}: the insert does not start with the id column")
+        self._key_process = self.columns[0][1]
+        self._fields = attrgetter(*names[1:]) if len(names) > 2 else (
+            lambda record, name=names[1]: (getattr(record, name),))
+        self._plan = tuple((name in _TIMES, process) for name, process in self.columns[1:])
+        # Where a value needs more than passing on: a time, or a bind processor.
+        self._special = tuple((i, is_time, process) for i, (is_time, process)
+                              in enumerate(self._plan) if is_time or process is not None)
         self._head, self._group, self._tail = head, group, tail
         self.chunk = max(1, min(self.MAX_ROWS, self.MAX_PARAMETERS // len(names)))
         self._sql: dict[int, str] = {}
@@ -110,19 +124,61 @@ class DriverInsert:
             sql = self._sql[rows] = self._head + ", ".join([self._group] * rows) + self._tail
         return sql
 
-    def run(self, connection: sa.Connection, rows: Iterable[dict[str, Any]]) -> None:
-        columns = self.columns
+    def run(self, connection: sa.Connection, entries: Iterable[Entry]) -> None:
         flat: list[Any] = []
+        append = flat.append
+        fields, plan, key_process = self._fields, self._plan, self._key_process
         count = 0
-        for row in rows:
-            flat.extend(row[name] if process is None or row[name] is None
-                        else process(row[name]) for name, process in columns)
+        for entry in entries:
+            append(entry.key if key_process is None else key_process(entry.key))
+            values = fields(entry.record)
+            row = self._plain(values)
+            if row is None:  # some text needs repair: what to_row does, value by value
+                for value, (is_time, process) in zip(values, plan, strict=True):
+                    if is_time:
+                        value = _timestamp(value)
+                    elif isinstance(value, str):
+                        if not value.isascii() or "\x00" in value:
+                            value = _clean(value)
+                    elif isinstance(value, dict | list | tuple):
+                        value = _clean(value)
+                    append(value if process is None or value is None else process(value))
+            else:
+                flat += row
             count += 1
             if count == self.chunk:
                 connection.exec_driver_sql(self.sql(count), tuple(flat))
-                flat, count = [], 0
+                flat.clear()
+                count = 0
         if count:
             connection.exec_driver_sql(self.sql(count), tuple(flat))
+
+
+    def _plain(self, values: tuple[Any, ...]) -> list[Any] | None:
+        """The row's values when none of its text needs repair (as good as always), checked in
+        one go instead of value by value; None otherwise."""
+        texts = "".join([v for v in values if isinstance(v, str)])
+        if not texts.isascii() or "\x00" in texts:
+            return None
+        row = list(values)
+        for i, is_time, process in self._special:
+            value = row[i]
+            if is_time:
+                value = _timestamp(value)
+            elif value is None or process is None:
+                continue
+            elif isinstance(value, dict | list | tuple):
+                # JSON text in ASCII without escapes holds no text to repair (NUL, a lone
+                # surrogate). A driver's own wrapper (psycopg's Jsonb) cannot be read back.
+                stored = process(value)
+                if not isinstance(stored, str):
+                    stored = process(_clean(value))
+                elif not stored.isascii() or "\\u" in stored:
+                    return None
+                row[i] = stored
+                continue
+            row[i] = value if process is None else process(value)
+        return row
 
 
 def _values_group(sql: str) -> tuple[str, str, str]:
@@ -141,6 +197,8 @@ def _values_group(sql: str) -> tuple[str, str, str]:
 
 
 def to_row(entry: Entry) -> dict[str, Any]:
+    """An entry as the row SQLAlchemy's insert takes (the reference `DriverInsert.run` keeps
+    to: every stored value is one of these through its column's bind processor)."""
     record = entry.record
     row = {name: getattr(record, name) for name in _field_names(type(record))}
     for name, value in row.items():
