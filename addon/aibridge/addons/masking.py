@@ -83,11 +83,14 @@ class Masking:
         (mitmweb shows the flow again at its answer). Not for a flow mitmweb's intercept paused:
         hidden, it could not be resumed. A flow killed by a command is never forwarded, or is
         over: it is masked for good."""
-        for f in flows:
-            if isinstance(f, http.HTTPFlow) and f.error is not None \
+        halt = False
+        for f in flows:  # one flow, as good as always: plain loop, no generator
+            if f.error is not None and isinstance(f, http.HTTPFlow) \
                     and f.error.msg == mflow.Error.KILLED_MESSAGE:
                 self._end(f)
-        if any(f in self.forwarded and not f.intercepted for f in flows):
+            elif f in self.forwarded and not f.intercepted:
+                halt = True
+        if halt:
             raise exceptions.AddonHalt
 
     def done(self) -> None:

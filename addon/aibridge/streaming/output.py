@@ -16,7 +16,8 @@ from aibridge.streaming.tap import StreamTap
 from aibridge.summary import ResponseSummary
 
 Texts = list[tuple[str, str]]  # (where, text)
-_LABELS = {"text": "model output", "thinking": "model thinking", "refusal": "model refusal"}
+_ANSWER = "model output"
+_LABELS = {"text": _ANSWER, "thinking": "model thinking", "refusal": "model refusal"}
 
 
 def texts(api: WireApi | None, tap: StreamTap | None, summary: ResponseSummary | None,
@@ -29,7 +30,8 @@ def texts(api: WireApi | None, tap: StreamTap | None, summary: ResponseSummary |
         return [] if assembled is None else stream_texts(assembled, summary)
     if body is None:
         return []
-    return [(slot.where, slot.text) for slot in strings(body, "model output")]
+    # One place for every string: no per-string `where` to format.
+    return [(_ANSWER, slot.text) for slot in strings(body, _ANSWER)]
 
 
 def answer_json(response: http.Response | None) -> object | None:
