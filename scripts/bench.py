@@ -39,7 +39,13 @@ from benchlib.client import (  # noqa: E402
     run_load,
     warm_up,
 )
-from benchlib.procs import BenchError, FakeProc, cpu_seconds, thread_cpu_seconds  # noqa: E402
+from benchlib.procs import (  # noqa: E402
+    BenchError,
+    FakeProc,
+    cpu_seconds,
+    loop_sleeps,
+    thread_cpu_seconds,
+)
 from mitmlaunch import LaunchError, Mitmdump  # noqa: E402
 
 CENTRAL_KEY = "sk-bench-central-0123456789abcdef"
@@ -308,6 +314,7 @@ async def one_run(path: Target, fake: FakeProc, workload: str, conc: int, n: int
             try:
                 pid = path.pid
                 threads0 = thread_cpu_seconds(pid) if pid else {}
+                sleeps0 = loop_sleeps(pid) if pid else 0
                 cpu0 = cpu_seconds(pid) if pid else 0.0
                 fake0 = cpu_seconds(fake.pid)
                 client0 = time.process_time()
@@ -316,6 +323,7 @@ async def one_run(path: Target, fake: FakeProc, workload: str, conc: int, n: int
                 fake1 = cpu_seconds(fake.pid)
                 cpu1 = cpu_seconds(pid) if pid else 0.0
                 threads1 = thread_cpu_seconds(pid) if pid else {}
+                sleeps1 = loop_sleeps(pid) if pid else 0
             finally:
                 gc.enable()
     except TimeoutError:
@@ -336,6 +344,7 @@ async def one_run(path: Target, fake: FakeProc, workload: str, conc: int, n: int
         # The main thread (tid = pid) runs the event loop; the others (the recorder's writer,
         # exporters) share its GIL.
         "loop_cpu_s": threads1.get(pid, 0.0) - threads0.get(pid, 0.0) if pid else None,
+        "loop_sleeps": sleeps1 - sleeps0 if pid else None,
     }
 
 
@@ -359,6 +368,7 @@ def aggregate(rounds: list[dict], sse: bool, events: int) -> dict:
         loop = sum(r["loop_cpu_s"] for r in rounds)
         out["loop_cpu_ms_per_req"] = 1e3 * loop / n
         out["other_threads_cpu_ms_per_req"] = 1e3 * (cpu - loop) / n
+        out["loop_sleeps_per_req"] = sum(r["loop_sleeps"] for r in rounds) / n
         if sse:
             out["proxy_cpu_us_per_event"] = 1e6 * cpu / (n * events)
     if sse:
@@ -431,7 +441,8 @@ def report_block(title: str, stats: dict[str, dict], sse: bool, events: int) -> 
                      f"{1e3 * br['loop_cpu_ms_per_req']:.0f} µs (bare "
                      f"{1e3 * bare['loop_cpu_ms_per_req']:.0f}) · other threads "
                      f"{1e3 * br['other_threads_cpu_ms_per_req']:.0f} µs (bare "
-                     f"{1e3 * bare['other_threads_cpu_ms_per_req']:.0f})")
+                     f"{1e3 * bare['other_threads_cpu_ms_per_req']:.0f}) · event-loop sleeps/req "
+                     f"{br['loop_sleeps_per_req']:.2f} (bare {bare['loop_sleeps_per_req']:.2f})")
     return lines, verdict
 
 

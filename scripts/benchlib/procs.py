@@ -42,6 +42,16 @@ def thread_cpu_seconds(pid: int) -> dict[int, float]:
     return out
 
 
+def loop_sleeps(pid: int) -> int:
+    """How often the main thread (mitmproxy's event loop) has blocked — waited for data, a
+    timer or the GIL: its voluntary context switches (/proc/<pid>/task/<pid>/status)."""
+    with open(f"/proc/{pid}/task/{pid}/status", "rb") as f:
+        for line in f:
+            if line.startswith(b"voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    return 0
+
+
 def cpu_seconds_of(stat: Path) -> float:
     data = stat.read_bytes()
     fields = data[data.rindex(b")") + 2:].split()
