@@ -105,6 +105,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--bare-typecheck-fix", action="store_true",
                    help="give bare mitmdump the bridge's fix of mitmproxy's message type check "
                         "(addon/aibridge/addons/mitm_typecheck.py), to compare like for like")
+    p.add_argument("--bare-buffered", action="store_true",
+                   help="bare mitmdump with its default body handling (whole messages, as the "
+                        "bridge must hold small ones) instead of stream_large_bodies=1; for "
+                        "small and large requests only (it would hold a whole SSE stream)")
     p.add_argument("--keep-tmp", action="store_true",
                    help="keep the temporary directory (mitmdump logs, confdirs)")
     p.add_argument("--bridge-toml", default="",
@@ -133,6 +137,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.workload_list = [w.strip() for w in args.workloads.split(",") if w.strip()]
     if not args.workload_list or any(w not in WORKLOADS for w in args.workload_list):
         p.error(f"--workloads: subset of {','.join(WORKLOADS)}")
+    if args.bare_buffered and "sse" in args.workload_list:
+        p.error("--bare-buffered: with --workloads small, large or both (bare mitmdump would "
+                "hold each SSE stream whole)")
     if args.rounds is None:
         args.rounds = 2 if args.quick else 5
     if not 1 <= args.rounds <= 100:
@@ -200,7 +207,8 @@ def clean_env() -> dict[str, str]:
 
 
 def start_mitmdumps(tmp: Path, fake: FakeProc, extra_bridge_args: str,
-                    extra_toml: str = "", extra_bare_args: str = "") -> tuple[Mitmdump, Mitmdump]:
+                    extra_toml: str = "", extra_bare_args: str = "",
+                    bare_streams: bool = True) -> tuple[Mitmdump, Mitmdump]:
     env = clean_env()
     # A fresh recording database per run: a shared one grows run by run, and what a write
     # costs depends on the database's size.
@@ -208,7 +216,8 @@ def start_mitmdumps(tmp: Path, fake: FakeProc, extra_bridge_args: str,
     bare = Mitmdump(
         tmp / "bare.log", name="bare mitmdump", confdir=tmp / "bare-confdir", env=env, cwd=tmp,
         args=[*QUIET, "--set", f"ssl_verify_upstream_trusted_ca={fake.ca}",
-              "--set", "connection_strategy=lazy", "--set", "stream_large_bodies=1",
+              "--set", "connection_strategy=lazy",
+              *(["--set", "stream_large_bodies=1"] if bare_streams else []),
               *shlex.split(extra_bare_args)])
     config = tmp / "aibridge.toml"
     config.write_text(f'[providers.openai]\nupstream = "https://localhost:{fake.port}"\n'
@@ -453,9 +462,10 @@ def header(args: argparse.Namespace, sizes: dict[str, int], notes: list[str],
     return [
         f"AI Bridge benchmark — {datetime.now().isoformat(timespec='seconds')} · "
         f"{os.cpu_count()} CPUs · load {os.getloadavg()[0]:.2f} · {versions}",
-        "direct: client → fake (TLS) · bare: mitmdump flow_detail=0 lazy stream_large_bodies=1, "
-        "CONNECT localhost:<fake> · bridge: mitmdump flow_detail=0 -s addon/bridge.py, CONNECT "
-        "api.openai.com:443",
+        "direct: client → fake (TLS) · bare: mitmdump flow_detail=0 lazy "
+        + ("(whole messages)" if args.bare_buffered else "stream_large_bodies=1")
+        + ", CONNECT localhost:<fake> · bridge: mitmdump flow_detail=0 -s addon/bridge.py, "
+        "CONNECT api.openai.com:443",
         "Client: asyncio, HTTP/1.1 keep-alive, 1 TLS handshake/conn, warm-up "
         f"{warm}/conn, GC off while timing; fake provider in its own process; all on loopback.",
         f"POST {ROUTE}: small {sizes['small']} B body · large {sizes['large']} B "
@@ -485,7 +495,7 @@ async def bench(args: argparse.Namespace, tmp: Path) -> int:
         if args.bare_typecheck_fix:
             args.bare_args += f" -s {shlex.quote(str(ROOT / 'scripts/benchlib/typecheck_fix.py'))}"
         bare, bridge = start_mitmdumps(tmp, fake, args.bridge_args, args.bridge_toml,
-                                       args.bare_args)
+                                       args.bare_args, bare_streams=not args.bare_buffered)
         bare.start()
         bridge.start()
         profilers = [start_profiler(m, f"{args.profile}.{m.name.split()[0]}", args.profile,
