@@ -153,7 +153,6 @@ class DriverInsert:
         if count:
             connection.exec_driver_sql(self.sql(count), tuple(flat))
 
-
     def _plain(self, values: tuple[Any, ...]) -> list[Any] | None:
         """The row's values when none of its text needs repair (as good as always), checked in
         one go instead of value by value; None otherwise."""
