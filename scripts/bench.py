@@ -650,6 +650,9 @@ def main(argv: list[str]) -> int:
     if any(a == "--workers" or a.startswith("--workers=") for a in argv):
         from benchlib.scale import main as scale  # aibridge serve behind HAProxy, Redis state
         return scale(argv)
+    if argv[:1] == ["hooks"]:  # in-process: the bridge's own work per request and stream
+        from benchlib.hooks import main as hooks
+        return hooks(argv[1:])
     if argv[:1] == ["secrets"]:  # in-process: what secret scanning adds per request
         from benchlib.secret_scan import main as secrets
         return secrets(argv[1:])

@@ -44,3 +44,15 @@ def test_bare_buffered_compares_whole_messages_and_refuses_streams() -> None:
     assert proc.returncode == 0, out[-4000:]
     assert "bare: mitmdump flow_detail=0 lazy (whole messages)" in out, out
     assert re.search(r"^  bridge/bare: throughput [\d.]+ %", out, re.M), out
+
+
+@pytest.mark.timeout(120)
+def test_hooks_mode_times_the_chain_in_the_process() -> None:
+    proc = subprocess.run([BENCH, "hooks", "--requests", "20", "--rounds", "1", "--warmup", "2",
+                           "--events", "20"], capture_output=True, text=True, timeout=100,
+                          cwd=ROOT)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    for recording in ("on ", "off"):
+        assert re.search(rf"^  recording {recording}: small +[\d.]+ µs per request · stream +"
+                         r"[\d.]+ µs per stream \([\d.]+ µs per event\)$", out, re.M), out
