@@ -10,6 +10,7 @@ import pytest
 from mitmproxy import http
 from mitmproxy.test import tflow, tutils
 
+from aibridge.intercept import CredentialInfo, CredentialKind
 from aibridge.upstream import scrub
 
 KEY = "sk-ant-api03-personal-key-abcdefgh"  # hint: sk-a...efgh
@@ -142,3 +143,25 @@ def test_sent_secrets_are_the_first_key_and_the_last_attempt():
         last=SimpleNamespace(secret="sk-second")))
     assert scrub.sent_secrets(central) == ["sk-first", "sk-second"]
     assert scrub.sent_secrets(None) == []
+
+
+@pytest.mark.parametrize("fields", [
+    [(b"Authorization", b"Bearer " + KEY.encode()), (b"Accept", b"*/*")],
+    [(b"accept", b"*/*"), (b"authorization", KEY.encode())],
+    [(b"AUTHORIZATION", b"AWS4-HMAC-SHA256 Credential=AKIAEXAMPLE/x, Signature=ab")],
+    [(b"Authorization", b"Bearer a"), (b"authorization", b"Bearer b")],  # twice
+    [(b"Authorization", b"Bearer " + KEY.encode()), (b"X-Amz-Security-Token", b"session-tok")],
+    [(b"X-Amz-Security-Token", b"s...n")],  # a hint already
+    [(b"Accept", b"*/*")],  # nothing to scrub
+    [(b"Authorization", b"Bearer caf\xc3\xa9-\xff-key")],  # odd bytes
+])
+@pytest.mark.parametrize("header", ["Authorization", "authorization"])
+@pytest.mark.parametrize("with_info", [True, False])
+def test_scrub_in_one_pass_does_what_the_lookups_do(fields, header, with_info):
+    """The one-pass scrub (the bridge's own header, alone) and the general one agree on every
+    request, odd ones included."""
+    info = CredentialInfo(CredentialKind.CENTRALIZED, "sk-c...cdef", 33) if with_info else None
+    fast, general = request(list(fields)), request(list(fields))
+    scrub.scrub(fast, header, info)
+    scrub._scrub(general, header, info)
+    assert fast.headers.fields == general.headers.fields

@@ -179,13 +179,34 @@ def mask_flow(flow: http.HTTPFlow) -> list[str]:
 def scrub(request: http.Request, header: str, info: CredentialInfo | None) -> None:
     """The key the bridge sent in `header`, replaced by its hint (after a failover, the hint of
     the key that answered)."""
+    # As good as always the request holds the one header the bridge set and no session token:
+    # one pass over the raw fields, instead of the four lookups below.
+    fields = request.headers.fields
+    wanted, at = header.encode("utf-8", "surrogateescape").lower(), -1
+    for i, (name, _) in enumerate(fields):
+        lowered = name.lower()
+        if lowered == wanted and at == -1:
+            at = i
+        elif lowered == wanted or lowered == b"x-amz-security-token":
+            _scrub(request, header, info)
+            return
+    if info is not None and at >= 0:
+        name, value = fields[at]
+        masked = _scrubbed(value.decode("utf-8", "surrogateescape"), info)
+        request.headers.fields = (*fields[:at], (name, masked.encode("utf-8", "surrogateescape")),
+                                  *fields[at + 1:])
+
+
+def _scrubbed(value: str, info: CredentialInfo) -> str:
+    if value.startswith(SIGV4 + " "):
+        return f"{SIGV4} {info.hint}"
+    return f"Bearer {info.hint}" if value.startswith("Bearer ") else info.hint
+
+
+def _scrub(request: http.Request, header: str, info: CredentialInfo | None) -> None:
+    """`scrub` for any request: the header several times, a session token."""
     if info is not None and header in request.headers:
-        value = request.headers[header]
-        if value.startswith(SIGV4 + " "):
-            request.headers[header] = f"{SIGV4} {info.hint}"
-        else:
-            request.headers[header] = f"Bearer {info.hint}" if value.startswith("Bearer ") \
-                else info.hint
+        request.headers[header] = _scrubbed(request.headers[header], info)
     if (token := request.headers.get("x-amz-security-token")) and not is_masked(token):
         request.headers["x-amz-security-token"] = _mask(token)  # it went with a signature
 
