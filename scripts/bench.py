@@ -75,7 +75,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         description="Compare direct / bare mitmdump / AI Bridge on small, 60 KB and SSE "
                     "chat requests (loopback only; ports chosen at run time). "
                     "`scripts/bench admission` measures what budgets and rate limits add per "
-                    "request, in-process; `scripts/bench secrets` what secret scanning adds.")
+                    "request, in-process; `scripts/bench secrets` what secret scanning adds; "
+                    "`scripts/bench hooks` the addon chain's own CPU per request, in-process.")
     p.add_argument("--requests", default="",
                    help="timed requests per round and concurrency, e.g. 'small=300,large=100,"
                         f"sse=30' (any subset; default {_fmt_counts(DEFAULT_REQUESTS)})")
