@@ -26,10 +26,11 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import bench
 from mitmproxy import http
 from mitmproxy.test import taddons, tflow, tutils
 
@@ -88,28 +89,22 @@ class Harness:
             raise RuntimeError(f"the bridge refused the request: {flow.response.content!r}")
         return spent
 
-    async def small(self, body: bytes) -> float:
+    async def exchange(self, body: bytes, content_type: str, content: bytes | None,
+                       events: tuple[bytes, ...] = ()) -> float:
+        """One request with the provider's answer: `content`, or `events` through the tap the
+        core installs and then the end of body. The CPU of all the hooks."""
         flow = self.flow(body)
         spent = await self.request(flow)
-        flow.response = tutils.tresp(status_code=200, content=ANSWER)
-        flow.response.headers["content-type"] = "application/json"
+        flow.response = tutils.tresp(status_code=200, content=content)
+        flow.response.headers["content-type"] = content_type
         started = time.thread_time()
         await self.hook("responseheaders", flow)
-        await self.hook("response", flow)
-        return spent + time.thread_time() - started
-
-    async def stream(self, body: bytes, events: tuple[bytes, ...]) -> float:
-        flow = self.flow(body)
-        spent = await self.request(flow)
-        flow.response = tutils.tresp(status_code=200, content=None)
-        flow.response.headers["content-type"] = "text/event-stream"
-        started = time.thread_time()
-        await self.hook("responseheaders", flow)
-        tap = flow.response.stream
-        assert callable(tap), "the bridge did not tap the stream"
-        for event in events:
-            tap(event)
-        tap(b"")
+        if events:
+            tap = flow.response.stream
+            assert callable(tap), "the bridge did not tap the stream"
+            for event in events:
+                tap(event)
+            tap(b"")
         await self.hook("response", flow)
         return spent + time.thread_time() - started
 
@@ -141,14 +136,19 @@ async def measure(recording: bool, args: argparse.Namespace, tmp: Path) -> dict[
         small = payloads.small_body()
         streamed = json.dumps({**json.loads(small), "stream": True}).encode()
         events = payloads.sse_events(args.events)
+
+        def one() -> Awaitable[float]:
+            return harness.exchange(small, "application/json", ANSWER)
+
+        def stream() -> Awaitable[float]:
+            return harness.exchange(streamed, "text/event-stream", None, events)
+
         for _ in range(args.warmup):  # warm caches, lazy imports, price lookups
-            await harness.small(small)
-            await harness.stream(streamed, events)
+            await one()
+            await stream()
         out = {
-            "small": await median_per_call(args.rounds, args.requests,
-                                           lambda: harness.small(small)),
-            "stream": await median_per_call(args.rounds, max(1, args.requests // 20),
-                                            lambda: harness.stream(streamed, events)),
+            "small": await median_per_call(args.rounds, args.requests, one),
+            "stream": await median_per_call(args.rounds, max(1, args.requests // 20), stream),
         }
         await harness.hook("done")
         return out
@@ -167,8 +167,10 @@ def main(argv: list[str]) -> int:
         p.error("--requests, --rounds, --warmup ≥ 1 and --events ≥ 4")
     mitm_typecheck.install()  # as addon/bridge.py does
     tmp = Path(tempfile.mkdtemp(prefix="aibridge-bench-hooks-"))
-    os.environ["AIBRIDGE_OPENAI_KEYS"] = "sk-bench-central-0123456789abcdef"
-    os.environ["AIBRIDGE_DATA_DIR"] = str(tmp / "data")
+    # The network benchmark's environment (its central key, no AIBRIDGE_* of the caller's).
+    environment = bench.clean_env()
+    os.environ.clear()
+    os.environ.update(environment, AIBRIDGE_DATA_DIR=str(tmp / "data"))
     print(f"hooks benchmark: the bridge's hooks in the process, event-loop CPU (thread_time), "
           f"median of {args.rounds} rounds; small chat request + JSON answer, and a stream of "
           f"{args.events} SSE events through the tap")
