@@ -135,13 +135,7 @@ class DriverInsert:
             row = self._plain(values)
             if row is None:  # some text needs repair: what to_row does, value by value
                 for value, (is_time, process) in zip(values, plan, strict=True):
-                    if is_time:
-                        value = _timestamp(value)
-                    elif isinstance(value, str):
-                        if not value.isascii() or "\x00" in value:
-                            value = _clean(value)
-                    elif isinstance(value, dict | list | tuple):
-                        value = _clean(value)
+                    value = _storable(value, is_time)
                     append(value if process is None or value is None else process(value))
             else:
                 flat += row
@@ -199,18 +193,22 @@ def to_row(entry: Entry) -> dict[str, Any]:
     """An entry as the row SQLAlchemy's insert takes (the reference `DriverInsert.run` keeps
     to: every stored value is one of these through its column's bind processor)."""
     record = entry.record
-    row = {name: getattr(record, name) for name in _field_names(type(record))}
-    for name, value in row.items():
-        if name in _TIMES:
-            row[name] = _timestamp(value)
-        elif isinstance(value, str):
-            # Most text is plain ASCII, which needs no repair: skip the encoding test.
-            if not value.isascii() or "\x00" in value:
-                row[name] = _clean(value)
-        elif isinstance(value, dict | list | tuple):
-            row[name] = _clean(value)
+    row = {name: _storable(getattr(record, name), name in _TIMES)
+           for name in _field_names(type(record))}
     row["id"] = entry.key  # usage records: the per-record UUID; interceptions: their id
     return row
+
+
+def _storable(value: Any, is_time: bool) -> Any:
+    """A record's value as a column takes it: a datetime for a time, text repaired."""
+    if is_time:
+        return _timestamp(value)
+    if isinstance(value, str):
+        # Most text is plain ASCII, which needs no repair: skip the encoding test.
+        return _clean(value) if not value.isascii() or "\x00" in value else value
+    if isinstance(value, dict | list | tuple):
+        return _clean(value)
+    return value
 
 
 @functools.cache
