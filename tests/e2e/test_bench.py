@@ -20,14 +20,17 @@ def bench(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.timeout(180)
 def test_a_short_run_compares_bare_and_bridge_per_workload() -> None:
+    # Short enough that bare mitmdump's CPU may stay under one 10 ms tick: no ratio is owed
+    # then, but the run must complete.
     proc = bench("--workloads", "small,sse", "--concurrency", "1", "--rounds", "1",
-                 "--requests", "small=30,sse=3", "--events", "50")
+                 "--requests", "small=30,sse=2", "--events", "20")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     # The bridge really bridged: central key swapped in, actor stamped, the stream tapped.
     assert "bridge verified: fake saw Authorization: Bearer sk-bench-cen" in out, out
-    assert "bridge SSE verified: /v1/chat/completions stream=true, 50 events relayed" in out
-    assert len(re.findall(r"^  bridge/bare: throughput [\d.]+ %", out, re.M)) == 2, out
+    assert "bridge SSE verified: /v1/chat/completions stream=true, 20 events relayed" in out
+    assert len(re.findall(r"^  bridge/bare: throughput [\d.]+ %.* · CPU/req [+-]\d+ µs "
+                          r"\(([+-][\d.]+ %|bare under one tick)\)$", out, re.M)) == 2, out
     lines = re.findall(r"^  bridge CPU/req by thread: event loop \d+ µs .* event-loop "
                        r"sleeps/req [\d.]+ \(bare [\d.]+\)$", out, re.M)
     assert len(lines) == 2, out
