@@ -103,9 +103,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "for experiments, e.g. \"--set bridge_access_log=off\"")
     p.add_argument("--bare-args", default="",
                    help="extra mitmdump arguments for bare mitmdump only (shell-quoted string)")
-    p.add_argument("--bare-typecheck-fix", action="store_true",
-                   help="give bare mitmdump the bridge's fix of mitmproxy's message type check "
-                        "(addon/aibridge/addons/mitm_typecheck.py), to compare like for like")
+    p.add_argument("--bare-mitm-fixes", action="store_true",
+                   help="give bare mitmdump the bridge's two fixes to mitmproxy's own code (its "
+                        "message type check and its hook dispatch: addon/aibridge/addons/"
+                        "mitm_typecheck.py, mitm_dispatch.py), to compare like for like")
     p.add_argument("--bare-buffered", action="store_true",
                    help="bare mitmdump with its default body handling (whole messages, as the "
                         "bridge must hold small ones) instead of stream_large_bodies=1; for "
@@ -495,8 +496,8 @@ async def bench(args: argparse.Namespace, tmp: Path) -> int:
     bare = bridge = None
     profilers: list[subprocess.Popen | None] = []
     try:
-        if args.bare_typecheck_fix:
-            args.bare_args += f" -s {shlex.quote(str(ROOT / 'scripts/benchlib/typecheck_fix.py'))}"
+        if args.bare_mitm_fixes:
+            args.bare_args += f" -s {shlex.quote(str(ROOT / 'scripts/benchlib/mitm_fixes.py'))}"
         bare, bridge = start_mitmdumps(tmp, fake, args.bridge_args, args.bridge_toml,
                                        args.bare_args, bare_streams=not args.bare_buffered)
         bare.start()
