@@ -468,8 +468,10 @@ def header(args: argparse.Namespace, sizes: dict[str, int], notes: list[str],
         f"{os.cpu_count()} CPUs · load {os.getloadavg()[0]:.2f} · {versions}",
         "direct: client → fake (TLS) · bare: mitmdump flow_detail=0 lazy "
         + ("(whole messages)" if args.bare_buffered else "stream_large_bodies=1")
-        + ", CONNECT localhost:<fake> · bridge: mitmdump flow_detail=0 -s addon/bridge.py, "
-        "CONNECT api.openai.com:443",
+        + (" with the bridge's fixes to mitmproxy" if args.bare_mitm_fixes else "")
+        + ", CONNECT localhost:<fake> · bridge: mitmdump flow_detail=0 -s addon/bridge.py "
+        "(which fixes mitmproxy's type check and hook dispatch in its process; "
+        "--bare-mitm-fixes: like for like), CONNECT api.openai.com:443",
         "Client: asyncio, HTTP/1.1 keep-alive, 1 TLS handshake/conn, warm-up "
         f"{warm}/conn, GC off while timing; fake provider in its own process; all on loopback.",
         f"POST {ROUTE}: small {sizes['small']} B body · large {sizes['large']} B "
