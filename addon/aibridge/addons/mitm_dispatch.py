@@ -43,38 +43,39 @@ def _source_digest() -> str:
     return digest.hexdigest()
 
 
-def _not_callable(name: str, addon: object) -> exceptions.AddonManagerError:
-    return exceptions.AddonManagerError(f"Addon handler {name} ({addon}) not callable")
+def _handler(addon: object, name: str) -> Any:
+    """The addon's hook `name`, or None; an attribute of that name that is a module is no hook
+    (`from mitmproxy import log` in an addon), anything else uncallable is an error."""
+    func = getattr(addon, name, None)
+    if not func:
+        return None
+    if callable(func):
+        return func
+    if isinstance(func, types.ModuleType):
+        return None
+    raise exceptions.AddonManagerError(f"Addon handler {name} ({addon}) not callable")
 
 
-async def _children_async(addons: Any, name: str, event: hooks.Hook) -> None:
+async def _walk_async(addons: Any, name: str, event: hooks.Hook) -> None:
     # Iterating the list itself, not a copy: a child added during the walk is called, as before.
     for addon in addons:
-        func = getattr(addon, name, None)
-        if func:
-            if callable(func):
-                result = func(*event.args())
-                if result is not None and inspect.isawaitable(result):
-                    await result
-            elif not isinstance(func, types.ModuleType):
-                raise _not_callable(name, addon)
+        if (func := _handler(addon, name)) is not None:
+            result = func(*event.args())
+            if result is not None and inspect.isawaitable(result):
+                await result
         if hasattr(addon, "addons"):
-            await _children_async(addon.addons, name, event)
+            await _walk_async(addon.addons, name, event)
 
 
-def _children_sync(addons: Any, name: str, event: hooks.Hook) -> None:
+def _walk_sync(addons: Any, name: str, event: hooks.Hook) -> None:
     for addon in addons:
-        func = getattr(addon, name, None)
-        if func:
-            if callable(func):
-                if inspect.iscoroutinefunction(func):
-                    raise exceptions.AddonManagerError(
-                        f"Async handler {name} ({addon}) cannot be called from sync context")
-                func(*event.args())
-            elif not isinstance(func, types.ModuleType):
-                raise _not_callable(name, addon)
+        if (func := _handler(addon, name)) is not None:
+            if inspect.iscoroutinefunction(func):
+                raise exceptions.AddonManagerError(
+                    f"Async handler {name} ({addon}) cannot be called from sync context")
+            func(*event.args())
         if hasattr(addon, "addons"):
-            _children_sync(addon.addons, name, event)
+            _walk_sync(addon.addons, name, event)
 
 
 async def trigger_event(self: addonmanager.AddonManager, event: hooks.Hook) -> None:
@@ -84,17 +85,9 @@ async def trigger_event(self: addonmanager.AddonManager, event: hooks.Hook) -> N
     name = event.name
     for addon in self.chain:
         try:
-            # The top level inline: most addons have neither the hook nor children.
-            func = getattr(addon, name, None)
-            if func:
-                if callable(func):
-                    result = func(*event.args())
-                    if result is not None and inspect.isawaitable(result):
-                        await result
-                elif not isinstance(func, types.ModuleType):
-                    raise _not_callable(name, addon)
-            if hasattr(addon, "addons"):
-                await _children_async(addon.addons, name, event)
+            # Most addons have neither the hook nor children: for them no coroutine is made.
+            if getattr(addon, name, None) or hasattr(addon, "addons"):
+                await _walk_async((addon,), name, event)
         except exceptions.AddonHalt:
             return
         except exceptions.OptionsError:
@@ -110,7 +103,7 @@ def trigger(self: addonmanager.AddonManager, event: hooks.Hook) -> None:
     name = event.name
     for addon in self.chain:
         try:
-            _children_sync((addon,), name, event)
+            _walk_sync((addon,), name, event)
         except exceptions.AddonHalt:
             return
         except exceptions.OptionsError:
@@ -120,7 +113,7 @@ def trigger(self: addonmanager.AddonManager, event: hooks.Hook) -> None:
     return None
 
 
-_OWN_FRAMES = {f.__code__ for f in (trigger_event, trigger, _children_async, _children_sync)}
+_OWN_FRAMES = {f.__code__ for f in (trigger_event, trigger, _handler, _walk_async, _walk_sync)}
 
 
 def _log_addon_error(error: Exception) -> None:
