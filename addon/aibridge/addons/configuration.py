@@ -12,10 +12,12 @@ import asyncio
 import gc
 import logging
 import time
+from pathlib import Path
 
 from mitmproxy import ctx, exceptions
 
 from aibridge.addons import startup
+from aibridge.addons.dispatch import Dispatch
 from aibridge.addons.runtime import Runtime
 from aibridge.config import ConfigError
 from aibridge.observe import accesslog, health
@@ -90,6 +92,13 @@ class Configuration:
             raise exceptions.OptionsError(f"aibridge: {problem}")
 
     def running(self) -> None:
+        if before := scripts_before_bridge():
+            logger.warning(
+                f"aibridge: {', '.join(before)} {'is' if len(before) == 1 else 'are'} loaded "
+                "before the bridge's script: mitmproxy runs all scripts (-s) as one addon, and "
+                "an exception in one script's hook skips the scripts after it for that event, "
+                "so a failure there would send a request on without the bridge. Load the "
+                "bridge's script first.")
         if self._watcher is None:
             self._watcher = asyncio.get_running_loop().create_task(self._watch_files())
             # What start-up built (modules, price tables, settings) lives as long as the
@@ -198,3 +207,14 @@ class Configuration:
 def listen_addresses() -> list[tuple[str, int | None]]:
     return health.listen_addresses(ctx.options.mode, ctx.options.listen_host,
                                    ctx.options.listen_port or 8080)
+
+
+def scripts_before_bridge() -> list[str]:
+    """The file names of the scripts (-s) mitmproxy loaded before the one holding the bridge."""
+    loader = ctx.master.addons.get("scriptloader")
+    before = []
+    for script in getattr(loader, "addons", ()):
+        if any(isinstance(a, Dispatch) for a in getattr(script.ns, "addons", ())):
+            return before
+        before.append(Path(script.fullpath).name)
+    return []  # not loaded as a script (tests, a custom master): nothing runs before it
