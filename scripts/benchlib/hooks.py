@@ -34,7 +34,7 @@ import bench
 from mitmproxy import http
 from mitmproxy.test import taddons, tflow, tutils
 
-from aibridge.addons import mitm_typecheck
+from aibridge.addons import mitm_fixes
 from aibridge.addons.chain import chain
 from aibridge.addons.dispatch import Dispatch
 from aibridge.addons.runtime import Runtime
@@ -165,7 +165,7 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     if args.requests < 1 or args.rounds < 1 or args.events < 4 or args.warmup < 1:
         p.error("--requests, --rounds, --warmup ≥ 1 and --events ≥ 4")
-    mitm_typecheck.install()  # as addon/bridge.py does
+    mitm_fixes.install()  # as addon/bridge.py does
     tmp = Path(tempfile.mkdtemp(prefix="aibridge-bench-hooks-"))
     # The network benchmark's environment (its central key, no AIBRIDGE_* of the caller's).
     environment = bench.clean_env()

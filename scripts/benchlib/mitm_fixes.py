@@ -1,15 +1,14 @@
 """`scripts/bench --bare-mitm-fixes` loads this into bare mitmdump: it gets the two fixes to
-mitmproxy's own code that the bridge installs (aibridge/addons/mitm_typecheck.py, the message
-type check, and aibridge/addons/mitm_dispatch.py, the hook dispatch), so that bridge and bare
-compare like for like: what is left between them is the bridge's own work."""
+mitmproxy's own code that the bridge installs (aibridge/addons/mitm_fixes.py: the message type
+check and the hook dispatch), so that bridge and bare compare like for like: what is left
+between them is the bridge's own work."""
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "addon"))
 
-from aibridge.addons import mitm_dispatch, mitm_typecheck
+from aibridge.addons import mitm_fixes
 
-for fix in (mitm_typecheck, mitm_dispatch):
-    if not fix.install():
-        raise RuntimeError(f"{fix.__name__} not installed: {fix.problems()}")
+if left_out := mitm_fixes.install():
+    raise RuntimeError("; ".join(left_out))

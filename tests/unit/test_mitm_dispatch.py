@@ -211,3 +211,21 @@ async def test_a_hook_that_is_no_hook_object_goes_to_mitmproxy(
         logged.append([r.getMessage() for r in caplog.records
                        if r.name == "mitmproxy.addonmanager"])
     assert logged[0] and logged[1] == logged[0]
+
+
+def test_both_fixes_install_together_and_a_misfit_is_said(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from aibridge.addons import mitm_fixes, mitm_typecheck
+    try:
+        assert mitm_fixes.install() == []
+        assert mitm_dispatch.installed()
+        mitm_dispatch.uninstall()
+        monkeypatch.setattr(mitm_dispatch, "_DIGEST", "another mitmproxy")
+        caplog.set_level(logging.INFO, logger="aibridge")
+        mitm_fixes.install_and_report()
+        assert not mitm_dispatch.installed()
+        assert ("aibridge: mitmproxy's own hook dispatch runs unchanged: mitmproxy's hook "
+                "dispatch is not the one this replaces") in caplog.messages
+        assert not any("type check" in m for m in caplog.messages)
+    finally:
+        mitm_typecheck.uninstall()
