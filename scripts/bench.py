@@ -106,7 +106,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--bare-mitm-fixes", action="store_true",
                    help="give bare mitmdump the bridge's two fixes to mitmproxy's own code (its "
                         "message type check and its hook dispatch: addon/aibridge/addons/"
-                        "mitm_typecheck.py, mitm_dispatch.py), to compare like for like")
+                        "mitm_fixes.py), to compare like for like")
     p.add_argument("--bare-buffered", action="store_true",
                    help="bare mitmdump with its default body handling (whole messages, as the "
                         "bridge must hold small ones) instead of stream_large_bodies=1; for "
