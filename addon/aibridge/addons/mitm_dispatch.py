@@ -90,10 +90,8 @@ async def trigger_event(self: addonmanager.AddonManager, event: hooks.Hook) -> N
                 await _walk_async((addon,), name, event)
         except exceptions.AddonHalt:
             return
-        except exceptions.OptionsError:
-            raise
         except Exception as e:
-            _log_addon_error(e)
+            _failed(e)
 
 
 def trigger(self: addonmanager.AddonManager, event: hooks.Hook) -> None:
@@ -106,18 +104,18 @@ def trigger(self: addonmanager.AddonManager, event: hooks.Hook) -> None:
             _walk_sync((addon,), name, event)
         except exceptions.AddonHalt:
             return
-        except exceptions.OptionsError:
-            raise
         except Exception as e:
-            _log_addon_error(e)
-    return None
+            _failed(e)
 
 
 _OWN_FRAMES = {f.__code__ for f in (trigger_event, trigger, _handler, _walk_async, _walk_sync)}
 
 
-def _log_addon_error(error: Exception) -> None:
-    """As mitmproxy's `safecall`: the traceback starts at the addon's own code."""
+def _failed(error: Exception) -> None:
+    """An addon's turn ended in `error`. As mitmproxy's `safecall`: an `OptionsError` reaches
+    the caller; anything else is logged, its traceback starting at the addon's own code."""
+    if isinstance(error, exceptions.OptionsError):
+        raise error
     tb = error.__traceback__
     while tb is not None and tb.tb_frame.f_code in _OWN_FRAMES:
         tb = tb.tb_next
