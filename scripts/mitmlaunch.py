@@ -120,6 +120,8 @@ class Mitmdump:
             raise LaunchError(f"{self.name}: {quiet[0]!r} hides the 'listening at' log line "
                               "(info) that the launcher reads the port from")
         self._close_log()
+        if self.log_path.exists():  # a restart: the last run's log stays for a failing test
+            self.log_path.replace(self.log_path.with_name(self.log_path.name + ".previous"))
         self._logf = self.log_path.open("wb")
         # A child writing to a file buffers stdout in 8 KiB blocks: the listening line (and any
         # line a test waits for) would only show up much later.
